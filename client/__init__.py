@@ -1,0 +1,1 @@
+"""client: see ../shared/docs/ARCHITECTURE.md (not built yet)."""

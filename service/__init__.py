@@ -1,0 +1,1 @@
+"""service: see ../shared/docs/ARCHITECTURE.md (not built yet)."""

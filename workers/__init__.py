@@ -1,0 +1,1 @@
+"""workers: see ../shared/docs/ARCHITECTURE.md (not built yet)."""
