@@ -1,0 +1,316 @@
+"""The job recipe: the one contract the library, the service, the workers and the SDK share.
+
+Pure pydantic (no torch import), so the API process can validate a recipe cheaply. Versioned: ``version: 1``.
+Every model forbids unknown fields, so a typo (``"epoch": 3``) is an error naming the field, never silently ignored.
+Combinations that cannot train (a bidirectional language model, k larger than the hidden size, a tied decoder whose
+sizes differ...) are refused here, before any compute is spent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RECIPE_VERSION = 1
+
+Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
+# Names shared with compress.moduli (a test checks they agree with its registries).
+SpaceName = Literal["circle", "sphere", "s3", "torus", "torus6", "klein", "mixed"]
+InhibitorName = Literal["dog", "diffusion", "gauss", "ripple", "linear", "standard", "none", "permuted"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- tasks ------------------------------------------------------------------------------------------------------------
+
+
+class LanguageModelTask(_Strict):
+    """Next-word prediction on plain text: whitespace tokens, one sentence a line (the PTB format)."""
+
+    type: Literal["language_model"] = "language_model"
+    max_vocab: int = Field(10_000, ge=2, description="vocabulary cap; rarer words become <unk>")
+
+
+class SequenceTaggingTask(_Strict):
+    """Token tagging on CoNLL-style files: ``token<TAB>tag`` lines, a blank line between sentences."""
+
+    type: Literal["sequence_tagging"] = "sequence_tagging"
+    max_vocab: int | None = Field(None, ge=2, description="vocabulary cap; rarer words become <unk>")
+
+
+class NavigationTask(_Strict):
+    """Path integration in a 2.2 m box (METHODS.md section 2): velocities in, place-cell activity out."""
+
+    type: Literal["navigation"] = "navigation"
+    place_cells: int = Field(512, ge=3)
+    sequence_length: int = Field(50, ge=2)
+    steps_per_epoch: int = Field(1000, ge=1)
+
+
+class AddingTask(_Strict):
+    """The adding problem: sum the two marked numbers of a sequence."""
+
+    type: Literal["adding"] = "adding"
+    sequence_length: int = Field(50, ge=2)
+    steps_per_epoch: int = Field(1000, ge=1)
+
+
+Task = Annotated[
+    LanguageModelTask | SequenceTaggingTask | NavigationTask | AddingTask,
+    Field(discriminator="type"),
+]
+TEXT_TASKS = ("language_model", "sequence_tagging")
+
+
+# -- model ------------------------------------------------------------------------------------------------------------
+
+
+class ModelSpec(_Strict):
+    cell: Cell = "lstm"
+    embedding_size: int | None = Field(None, ge=1, description="word embedding size (text tasks only)")
+    hidden_size: int = Field(..., ge=1)
+    num_layers: int = Field(1, ge=1, le=8)
+    bidirectional: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1)
+    tie_weights: bool = Field(False, description="share the embedding with the output layer (language model)")
+
+
+# -- methods ----------------------------------------------------------------------------------------------------------
+
+
+class DenseBudget(_Strict):
+    """Give the sparse layers the parameter count of a dense model whose hidden size is ``hidden_size / hidden_scale``;
+    the planner picks k and delta per layer (METHODS.md section 1a, "given reduction")."""
+
+    hidden_scale: float = Field(1.5, gt=1, le=16)
+
+
+class PredefinedRecurrent(_Strict):
+    components: int | None = Field(None, ge=1)
+    input_density: float | None = Field(None, gt=0, le=1)
+    budget_of: DenseBudget | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> PredefinedRecurrent:
+        explicit = self.components is not None
+        if explicit == (self.budget_of is not None):
+            raise ValueError("give either components (with input_density) or budget_of, not both and not neither")
+        if self.budget_of is not None and self.input_density is not None:
+            raise ValueError("input_density is chosen by the planner when budget_of is given")
+        if explicit:
+            density = 1.0 if self.input_density is None else self.input_density
+            if density * self.components < 1 - 1e-9:
+                raise ValueError(
+                    f"input_density ({density}) must be at least 1/components (1/{self.components}): otherwise some "
+                    "input features are read by no component"
+                )
+        return self
+
+
+class PredefinedEmbedding(_Strict):
+    blocks: int = Field(..., ge=1)
+    density: float = Field(..., gt=0, le=1)
+    order: Literal["frequent_long", "rare_long", "random"] = "frequent_long"
+
+
+class PredefinedMethod(_Strict):
+    """Sparse from the first step: k small dense recurrent layers side by side, frequency-blocked embeddings."""
+
+    type: Literal["predefined"] = "predefined"
+    recurrent: PredefinedRecurrent | None = None
+    embedding: PredefinedEmbedding | None = None
+
+    @model_validator(mode="after")
+    def _something_sparse(self) -> PredefinedMethod:
+        if self.recurrent is None and self.embedding is None:
+            raise ValueError("a predefined method needs recurrent, embedding, or both")
+        return self
+
+
+class PruningSettings(_Strict):
+    target_sparsity: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["one_shot", "linear", "cubic"] = "linear"
+    scope: Literal["global", "tensor", "gate"] = "global"
+    start_fraction: float = Field(
+        0.1, ge=0, lt=1, description="fraction of training before pruning starts (the paper starts after epoch 1)"
+    )
+    end_fraction: float = Field(
+        0.67, gt=0, le=1, description="fraction of training by which the target is reached; the rest fine-tunes"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PruningSettings:
+        if self.end_fraction <= self.start_fraction:
+            raise ValueError("end_fraction must be greater than start_fraction")
+        return self
+
+
+class MagnitudePruningMethod(PruningSettings):
+    """Gradual magnitude pruning with no regularizer: the baseline."""
+
+    type: Literal["magnitude_pruning"] = "magnitude_pruning"
+
+
+class ModuliPruningMethod(PruningSettings):
+    """Neurons placed on a space, recurrent weights penalised by distance, then magnitude pruning."""
+
+    type: Literal["moduli_pruning"] = "moduli_pruning"
+    space: SpaceName = "torus"
+    inhibitor: InhibitorName = "dog"
+    invert: bool = True
+    strength: float = Field(0.1, ge=0, description="scale-free: the paper's lambda at its 4096 neurons")
+    learned_geometry: bool = False
+    lottery_check: bool = False
+
+
+class DenseMethod(_Strict):
+    """No compression: the reference."""
+
+    type: Literal["dense"] = "dense"
+
+
+Method = Annotated[
+    PredefinedMethod | ModuliPruningMethod | MagnitudePruningMethod | DenseMethod,
+    Field(discriminator="type"),
+]
+
+
+# -- training ---------------------------------------------------------------------------------------------------------
+
+
+class TrainingSpec(_Strict):
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(20, ge=1)
+    bptt: int = Field(35, ge=1, description="truncated back-propagation length (language model)")
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["constant", "plateau", "cosine"] = "constant"
+    clip: float | None = Field(0.25, gt=0, description="gradient-norm clipping; null turns it off")
+    seed: int = 0
+    time_budget_s: float | None = Field(None, gt=0, description="stop training (and keep the result) after this long")
+
+
+Baseline = Literal["dense_same_params", "dense_full"]
+
+
+class Recipe(_Strict):
+    version: Literal[1] = RECIPE_VERSION
+    task: Task
+    model: ModelSpec
+    method: Method
+    training: TrainingSpec = TrainingSpec()
+    baselines: list[Baseline] = Field(default_factory=list)
+    init_from: str | None = Field(None, description="dense safetensors weights to prune instead of training")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Recipe:
+        task, model, method = self.task.type, self.model, self.method
+        text = task in TEXT_TASKS
+        if text and model.embedding_size is None:
+            raise ValueError(f"model.embedding_size is required for the {task} task")
+        if not text and model.embedding_size is not None:
+            raise ValueError(f"model.embedding_size has no meaning for the {task} task (its inputs are not words)")
+        if task == "language_model" and model.bidirectional:
+            raise ValueError("a language model cannot be bidirectional: it would see the words it must predict")
+        if model.tie_weights:
+            if task != "language_model":
+                raise ValueError("model.tie_weights is for language models")
+            if model.embedding_size != model.hidden_size:
+                raise ValueError(
+                    f"model.tie_weights needs embedding_size == hidden_size (got {model.embedding_size} and "
+                    f"{model.hidden_size})"
+                )
+        if isinstance(method, PredefinedMethod):
+            self._check_predefined(method)
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ValueError("baselines lists the same baseline twice")
+        if self.baselines and method.type == "dense":
+            raise ValueError("baselines compare a compressed model with dense ones; the dense method is the baseline")
+        return self
+
+    def _check_predefined(self, method: PredefinedMethod) -> None:
+        model = self.model
+        if method.embedding is not None:
+            if self.task.type not in TEXT_TASKS:
+                raise ValueError(f"method.embedding needs a text task, not {self.task.type}")
+            width = model.embedding_size // method.embedding.blocks if method.embedding.blocks else 0
+            if method.embedding.blocks > model.embedding_size:
+                raise ValueError(
+                    f"method.embedding.blocks ({method.embedding.blocks}) cannot exceed model.embedding_size "
+                    f"({model.embedding_size})"
+                )
+            if method.embedding.density < width / model.embedding_size - 1e-12:
+                raise ValueError(
+                    f"method.embedding.density ({method.embedding.density}) is below {width / model.embedding_size:.4g}"
+                    ", what block 0 needs: it gives every word one block"
+                )
+        recurrent = method.recurrent
+        if recurrent is not None and recurrent.components is not None and recurrent.components > model.hidden_size:
+            raise ValueError(
+                f"method.recurrent.components ({recurrent.components}) cannot exceed model.hidden_size "
+                f"({model.hidden_size})"
+            )
+        if recurrent is not None and recurrent.budget_of is not None:
+            dense_hidden = model.hidden_size / recurrent.budget_of.hidden_scale
+            if dense_hidden < 1 or not math.isfinite(dense_hidden):
+                raise ValueError("method.recurrent.budget_of.hidden_scale leaves the dense model no hidden units")
+
+    # -- conveniences ---------------------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Recipe:
+        return cls.model_validate_json(text)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> Recipe:
+        import yaml
+
+        return cls.model_validate(yaml.safe_load(text))
+
+
+def recipe_json_schema() -> dict:
+    """JSON Schema of the recipe, for the API documentation."""
+    return Recipe.model_json_schema()
+
+
+_TAGS = {
+    "language_model",
+    "sequence_tagging",
+    "navigation",
+    "adding",
+    "predefined",
+    "moduli_pruning",
+    "magnitude_pruning",
+    "dense",
+}
+
+
+def format_validation_error(error) -> list[dict[str, str]]:
+    """pydantic errors as ``[{"param": "method.recurrent.components", "message": ...}]`` for users."""
+    problems = []
+    for item in error.errors():
+        parts = list(item["loc"])
+        # Discriminated unions put the variant's tag in the location (method.predefined.recurrent): drop it.
+        parts = [p for i, p in enumerate(parts) if not (i > 0 and parts[i - 1] in ("task", "method") and p in _TAGS)]
+        location = ".".join(str(part) for part in parts)
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append({"param": location, "message": message})
+    return problems
+
+
+if __name__ == "__main__":  # print the schema: python -m compress.spec
+    print(json.dumps(recipe_json_schema(), indent=2))

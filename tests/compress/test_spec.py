@@ -1,0 +1,119 @@
+"""The recipe: round trips, defaults, and refusals that name the field at fault."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from compress.spec import Recipe, format_validation_error, recipe_json_schema
+
+
+def lm_recipe(**overrides) -> dict:
+    recipe = {
+        "task": {"type": "language_model"},
+        "model": {"cell": "lstm", "embedding_size": 200, "hidden_size": 300, "num_layers": 2},
+        "method": {"type": "predefined", "recurrent": {"components": 3, "input_density": 0.5}},
+        "training": {"epochs": 2, "optimizer": "sgd", "lr": 20},
+    }
+    for dotted, value in overrides.items():
+        node = recipe
+        *path, last = dotted.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        if value is _DELETE:
+            node.pop(last)
+        else:
+            node[last] = value
+    return recipe
+
+
+_DELETE = object()
+
+
+def refusal(recipe: dict) -> list[dict[str, str]]:
+    with pytest.raises(ValidationError) as caught:
+        Recipe.model_validate(recipe)
+    return format_validation_error(caught.value)
+
+
+def test_json_and_yaml_round_trip_preserve_the_recipe():
+    recipe = Recipe.model_validate(lm_recipe())
+    assert Recipe.from_json(recipe.to_json()) == recipe
+    assert Recipe.from_yaml(recipe.to_yaml()) == recipe
+    assert json.loads(recipe.to_json())["version"] == 1
+
+
+def test_defaults_are_filled_in():
+    recipe = Recipe.model_validate(
+        {"task": {"type": "adding"}, "model": {"hidden_size": 128, "cell": "rnn_relu"}, "method": {"type": "dense"}}
+    )
+    assert recipe.training.batch_size == 20 and recipe.training.seed == 0
+    assert recipe.task.sequence_length == 50
+    assert recipe.baselines == []
+
+
+def test_moduli_method_defaults_follow_the_paper():
+    recipe = Recipe.model_validate(
+        {
+            "task": {"type": "navigation"},
+            "model": {"hidden_size": 256, "cell": "rnn_relu"},
+            "method": {"type": "moduli_pruning"},
+        }
+    )
+    method = recipe.method
+    assert (method.space, method.inhibitor, method.invert, method.target_sparsity) == ("torus", "dog", True, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "param", "words"),
+    [
+        ({"training.epoch": 3}, "training.epoch", "Extra inputs are not permitted"),
+        ({"model.bidirectional": True}, "", "cannot be bidirectional"),
+        ({"method.recurrent.components": 400}, "", "cannot exceed model.hidden_size"),
+        ({"method.recurrent.input_density": 0.2}, "method.recurrent", "at least 1/components"),
+        ({"method.recurrent.budget_of": {"hidden_scale": 1.5}}, "method.recurrent", "not both"),
+        ({"method.type": "quantize"}, "method", "does not match any of the expected tags"),
+        ({"model.tie_weights": True}, "", "embedding_size == hidden_size"),
+        ({"model.embedding_size": _DELETE}, "", "embedding_size is required"),
+        ({"training.lr": -1}, "training.lr", "greater than 0"),
+        ({"version": 2}, "version", "Input should be 1"),
+    ],
+)
+def test_refusals_name_the_field(overrides, param, words):
+    problems = refusal(lm_recipe(**overrides))
+    assert any(p["param"] == param and words in p["message"] for p in problems), problems
+
+
+def test_predefined_embedding_checks():
+    ok = lm_recipe(**{"method.embedding": {"blocks": 20, "density": 0.25}})
+    Recipe.model_validate(ok)
+    problems = refusal(lm_recipe(**{"method.embedding": {"blocks": 400, "density": 0.5}}))
+    assert "cannot exceed model.embedding_size" in problems[0]["message"]
+    # 4 blocks of 50 dims: block 0 alone is density 0.25.
+    problems = refusal(lm_recipe(**{"method.embedding": {"blocks": 4, "density": 0.2}}))
+    assert "what block 0 needs" in problems[0]["message"]
+    problems = refusal(
+        {
+            "task": {"type": "adding"},
+            "model": {"hidden_size": 8},
+            "method": {"type": "predefined", "embedding": {"blocks": 2, "density": 0.5}},
+        }
+    )
+    assert any("embedding" in p["message"] for p in problems)
+
+
+def test_budget_of_mode_is_accepted_and_exclusive():
+    recipe = Recipe.model_validate(lm_recipe(**{"method.recurrent": {"budget_of": {"hidden_scale": 1.5}}}))
+    assert recipe.method.recurrent.budget_of.hidden_scale == 1.5
+    problems = refusal(lm_recipe(**{"method.recurrent": {}}))
+    assert "not neither" in problems[0]["message"]
+
+
+def test_json_schema_is_exported():
+    schema = recipe_json_schema()
+    assert schema["title"] == "Recipe"
+    assert {"task", "model", "method"} <= set(schema["required"])
+    # The method union is documented with its discriminator so API clients can generate models from it.
+    assert "discriminator" in json.dumps(schema["properties"]["method"])
