@@ -51,11 +51,13 @@ def build_vocabulary(
 ) -> Vocabulary:
     """Vocabulary sorted by descending count (ties alphabetically, so the order is reproducible).
 
-    With ``max_size``, the rarest words are dropped and their occurrences counted as ``<unk>``; a special token is
-    ranked by the occurrences it stands for, like any other word, so ``<unk>`` sits where its frequency puts it.
+    ``specials`` are always kept (within ``max_size``). The unknown token is ``<unk>`` when it is among them, else
+    the first special. With ``max_size``, the rarest words are dropped and their occurrences counted as the unknown
+    token; with no specials at all, dropped words are simply left out (encoding one then raises ``KeyError``).
+    A special token is ranked by the occurrences it stands for, like any other word.
     """
     counts = Counter(tokens_or_counts)  # counts a token stream, or copies a mapping of counts
-    unk = specials[0] if specials else UNK
+    unk = UNK if UNK in specials else (specials[0] if specials else None)
     for special in specials:
         counts.setdefault(special, 0)
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
@@ -67,7 +69,7 @@ def build_vocabulary(
         room = max_size - len(kept)
         dropped = sum(count for _, count in others[room:])
         kept = dict(kept + others[:room])
-        if dropped:
+        if dropped and unk is not None:
             kept[unk] = kept.get(unk, 0) + dropped
         ranked = sorted(kept.items(), key=lambda item: (-item[1], item[0]))
-    return Vocabulary(tuple(t for t, _ in ranked), tuple(c for _, c in ranked), unk=unk)
+    return Vocabulary(tuple(t for t, _ in ranked), tuple(c for _, c in ranked), unk=unk or UNK)
