@@ -19,7 +19,7 @@ RECIPE_VERSION = 1
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
 # Names shared with compress.moduli (a test checks they agree with its registries).
 SpaceName = Literal["circle", "sphere", "s3", "torus", "torus6", "klein", "mixed"]
-InhibitorName = Literal["dog", "diffusion", "gauss", "ripple", "linear", "standard", "none", "permuted"]
+InhibitorName = Literal["dog", "diffusion", "gauss", "ripple", "linear", "standard", "none"]
 
 
 class _Strict(BaseModel):
@@ -163,6 +163,7 @@ class ModuliPruningMethod(PruningSettings):
     space: SpaceName = "torus"
     inhibitor: InhibitorName = "dog"
     invert: bool = True
+    permute: bool = Field(False, description="control: shuffle the N^2 coefficients, destroying the geometry")
     strength: float = Field(0.1, ge=0, description="scale-free: the paper's lambda at its 4096 neurons")
     learned_geometry: bool = False
     lottery_check: bool = False
