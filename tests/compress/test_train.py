@@ -141,7 +141,7 @@ def test_time_budget_stops_early_and_keeps_the_model(ptb_files):
         adapter,
         model,
         TrainingSpec(epochs=50, time_budget_s=0.5),
-        Callbacks(event=lambda *a: events.append(a)),
+        callbacks=Callbacks(event=lambda *a: events.append(a)),
         device=torch.device("cpu"),
     )
     assert result.stopped_by_time_budget and result.steps < 50 * adapter.steps_per_epoch
