@@ -1,0 +1,117 @@
+"""Navigation task: trajectories, place-cell code, model and metric against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from compress.tasks import NavigationConfig, NavigationRNN, NavigationTask, PlaceCells, simulate_trajectories
+
+SMALL = NavigationConfig(hidden_size=16, place_cells=512, sequence_length=20, batch_size=8)
+
+
+def test_trajectories_are_seeded_and_stay_in_the_box() -> None:
+    first = simulate_trajectories(SMALL, 300, generator=torch.Generator().manual_seed(4))
+    again = simulate_trajectories(SMALL, 300, generator=torch.Generator().manual_seed(4))
+    other = simulate_trajectories(SMALL, 300, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(first.position, again.position) and torch.equal(first.velocity, again.velocity)
+    assert not torch.equal(first.position, other.position)
+    assert first.position.shape == (300, 20, 2) and first.velocity.shape == (300, 20, 2)
+    assert first.position.abs().max() <= 1.1 and first.start.abs().max() <= 1.1
+
+
+def test_velocities_integrate_to_positions() -> None:
+    paths = simulate_trajectories(SMALL, 500, generator=torch.Generator().manual_seed(0))
+    integrated = paths.start[:, None] + paths.velocity.cumsum(1)
+    # Wall avoidance turns agents before they leave; only the rare clamp at the wall can break the sum.
+    exact = (integrated - paths.position).abs().amax(dim=(1, 2)) < 1e-5
+    assert exact.float().mean() > 0.9
+
+
+def test_speeds_are_rayleigh() -> None:
+    config = NavigationConfig(sequence_length=50)
+    paths = simulate_trajectories(config, 2000, generator=torch.Generator().manual_seed(1))
+    speed = paths.velocity.norm(dim=-1) / config.dt
+    scale = 0.13 * 2 * math.pi
+    # Rayleigh(scale): median scale * sqrt(2 ln 2) = 0.962 m/s; wall slow-downs pull it down a little.
+    assert speed.median().item() == pytest.approx(scale * math.sqrt(2 * math.log(2)), rel=0.05)
+    assert speed.min() >= 0
+
+
+def test_place_cell_code_by_hand() -> None:
+    config = NavigationConfig(place_cells=3, decode_top_k=1)
+    cells = PlaceCells(config)
+    cells.centres = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.5, 0.5]])
+    position = torch.tensor([0.02, 0.0])
+    d2 = [0.02**2, 0.08**2, 0.48**2 + 0.5**2]
+    narrow = [math.exp(-x / (2 * 0.12**2)) for x in d2]
+    wide = [math.exp(-x / (2 * 0.24**2)) for x in d2]
+    dog = [n / sum(narrow) - w / sum(wide) for n, w in zip(narrow, wide, strict=True)]
+    shifted = [x - min(dog) for x in dog]
+    expected = torch.tensor([x / sum(shifted) for x in shifted])
+    assert torch.allclose(cells.code(position), expected, atol=1e-6)
+
+
+def test_decoding_takes_the_mean_of_the_top_three_centres() -> None:
+    config = NavigationConfig(place_cells=5)
+    cells = PlaceCells(config)
+    cells.centres = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0], [0.5, 0.5]])
+    activity = torch.tensor([[0.1, 3.0, 2.0, -4.0, 1.0]])  # top 3: cells 1, 2, 4
+    assert torch.allclose(cells.decode(activity), torch.tensor([[0.5, 0.5]]))
+
+
+def test_the_paper_code_decodes_to_within_a_few_centimetres() -> None:
+    task = NavigationTask(NavigationConfig(hidden_size=8, sequence_length=10), seed=0)
+    _, _, targets, position = task.batch(100)
+    # The metric's own floor with 512 cells: decoding the exact targets is a few cm off (cell spacing ~10 cm).
+    assert task.position_error_cm(targets, position).item() < 8.0
+
+
+def test_model_is_the_bias_free_relu_rnn_started_from_the_place_code() -> None:
+    torch.manual_seed(0)
+    model = NavigationRNN(SMALL)
+    assert not [name for name, _ in model.named_parameters() if "bias" in name]
+    velocity = torch.randn(3, 20, 2) * 0.02
+    start = torch.rand(3, 512)
+    logits = model(velocity, start)
+    # Step by step by hand: h_0 = E s, h_t = relu(W_ih v_t + W_hh h_{t-1}), out_t = D h_t.
+    h = start @ model.encoder.weight.T
+    for t in range(20):
+        h = torch.relu(velocity[:, t] @ model.rnn.weight_ih_l0.T + h @ model.rnn.weight_hh_l0.T)
+        assert torch.allclose(logits[:, t], h @ model.decoder.weight.T, atol=1e-5)
+
+
+def test_loss_is_cross_entropy_to_the_target_distribution() -> None:
+    logits = torch.randn(4, 6, 10)
+    targets = torch.softmax(torch.randn(4, 6, 10), -1)
+    expected = F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1, 10))
+    assert NavigationTask.loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="place_cells"):
+        NavigationConfig(place_cells=0)
+    with pytest.raises(ValueError, match="decode_top_k"):
+        NavigationConfig(place_cells=2)
+
+
+@pytest.mark.slow
+def test_a_small_model_learns_to_path_integrate() -> None:
+    torch.manual_seed(0)
+    task = NavigationTask(NavigationConfig(hidden_size=128, sequence_length=20, batch_size=64), seed=0)
+    model = task.model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    evaluation = task.batch(200, generator=torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        before = task.position_error_cm(model(evaluation[0], evaluation[1]), evaluation[3]).item()
+    for _ in range(400):
+        velocity, start, targets, _ = task.batch()
+        optimizer.zero_grad()
+        task.loss(model(velocity, start), targets).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = task.position_error_cm(model(evaluation[0], evaluation[1]), evaluation[3]).item()
+    assert after < 0.5 * before
