@@ -39,9 +39,11 @@ def plan_layers(spec: ModelSpec, input_size: int, hidden_scale: float) -> tuple[
     return components, densities
 
 
-def build_recurrent(spec: ModelSpec, method, input_size: int, *, batch_first: bool = False) -> nn.Module:
+def build_recurrent(
+    spec: ModelSpec, method, input_size: int, *, batch_first: bool = False, bias: bool = True
+) -> nn.Module:
     """A dense PyTorch layer, or a predefined-sparse one when the method asks for sparse recurrent layers."""
-    kwargs = _rnn_kwargs(spec) | {"batch_first": batch_first}
+    kwargs = _rnn_kwargs(spec) | {"batch_first": batch_first, "bias": bias}
     recurrent = method.recurrent if isinstance(method, PredefinedMethod) else None
     if recurrent is None:
         return _DENSE[spec.cell](input_size, spec.hidden_size, **kwargs)

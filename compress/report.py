@@ -1,0 +1,149 @@
+"""What a compressed model is made of: per-tensor sparsity, parameters, bytes, FLOPs, and plots.
+
+FLOPs are estimated per token (per time step and sequence) for a forward pass: two per stored non-zero weight of every
+matrix that is applied to each token (recurrent and input weights, and the decoder; an embedding is a lookup and costs
+none). A sparse kernel could reach this; dense kernels on a masked model do not, which is why predefined sparsity
+stores its small dense blocks instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.predefined import SparseEmbedding, SparseRecurrent
+
+
+def tensor_table(model: nn.Module, targets: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """One row per parameter: shape, entries, non-zeros, achieved sparsity, and the target where one was set."""
+    rows = []
+    for name, parameter in model.named_parameters():
+        weight = parameter.detach()
+        nnz = int((weight != 0).sum())
+        row = {
+            "name": name,
+            "shape": list(weight.shape),
+            "numel": weight.numel(),
+            "nnz": nnz,
+            "sparsity": 1 - nnz / weight.numel() if weight.numel() else 0.0,
+        }
+        if targets and name in targets:
+            row["target_sparsity"] = targets[name]
+        rows.append(row)
+    return rows
+
+
+def flops_per_token(model: nn.Module) -> int:
+    flops = 0
+    embeddings = {id(m) for m in model.modules() if isinstance(m, nn.Embedding | SparseEmbedding)}
+    for module in model.modules():
+        if id(module) in embeddings:
+            continue
+        for parameter in module.parameters(recurse=False):
+            if parameter.dim() >= 2:
+                flops += 2 * int((parameter.detach() != 0).sum())
+    tied_decoder = getattr(model, "tied", False)
+    if tied_decoder:  # the tied output layer multiplies by the whole embedding
+        embedding = model.embedding
+        flops += 2 * sum(int((p.detach() != 0).sum()) for p in embedding.parameters())
+    return flops
+
+
+def build_report(
+    model: nn.Module,
+    *,
+    checkpoint_bytes: int | None = None,
+    dense_bytes: int | None = None,
+    targets: dict[str, float] | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    table = tensor_table(model, targets)
+    entries = sum(r["numel"] for r in table)
+    nonzero = sum(r["nnz"] for r in table)
+    predefined = [name for name, m in model.named_modules() if isinstance(m, SparseRecurrent | SparseEmbedding)]
+    report = {
+        "tensors": table,
+        "parameters": {"stored": entries, "nonzero": nonzero, "sparsity": 1 - nonzero / entries if entries else 0.0},
+        "predefined_sparse_modules": predefined,
+        "flops_per_token": flops_per_token(model),
+        "history": history or [],
+    }
+    if checkpoint_bytes is not None:
+        report["checkpoint_bytes"] = checkpoint_bytes
+    if dense_bytes is not None:
+        report["dense_checkpoint_bytes"] = dense_bytes
+        if checkpoint_bytes:
+            report["size_ratio"] = checkpoint_bytes / dense_bytes
+    return report
+
+
+def dense_bytes_of(model: nn.Module) -> int:
+    """Bytes of the equivalent dense float tensors (predefined-sparse modules counted at their full dense size)."""
+    total = 0
+    counted: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, SparseRecurrent | SparseEmbedding):
+            for weight, _ in module.dense_equivalent().values():
+                total += weight.numel() * weight.element_size()
+            counted.update(id(p) for p in module.parameters())
+    for parameter in model.parameters():
+        if id(parameter) not in counted:
+            total += parameter.numel() * parameter.element_size()
+    return total
+
+
+def recurrent_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every W_hh as PyTorch holds it (predefined-sparse layers via their dense equivalent)."""
+    found = {}
+    for prefix, module in model.named_modules():
+        if isinstance(module, SparseRecurrent):
+            for name, (weight, _) in module.dense_equivalent().items():
+                if name.startswith("weight_hh"):
+                    found[f"{prefix}.{name}" if prefix else name] = weight
+        elif isinstance(module, nn.RNNBase):
+            for name, parameter in module.named_parameters():
+                if name.startswith("weight_hh"):
+                    found[f"{prefix}.{name}" if prefix else name] = parameter.detach()
+    return found
+
+
+def save_plots(model: nn.Module, history: list[dict[str, Any]], directory: str | Path, metric: str) -> list[Path]:
+    """Training curves and the |W_hh| pattern of each recurrent layer, as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    written = []
+    if history:
+        figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        epochs = [h["epoch"] for h in history]
+        axes[0].plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
+        axes[0].set_xlabel("epoch")
+        axes[0].legend()
+        axes[1].plot(epochs, [h[metric] for h in history], marker="o", color="tab:orange", label=metric)
+        axes[1].set_xlabel("epoch")
+        axes[1].legend()
+        figure.tight_layout()
+        path = directory / "curves.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    matrices = recurrent_matrices(model)
+    if matrices:
+        figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.2), squeeze=False)
+        for axis, (name, weight) in zip(axes[0], matrices.items(), strict=True):
+            axis.imshow(weight.abs().float().cpu().numpy(), cmap="magma", aspect="auto", interpolation="nearest")
+            axis.set_title(f"|{name}|", fontsize=8)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        figure.tight_layout()
+        path = directory / "recurrent_weights.png"
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+        written.append(path)
+    return written

@@ -1,0 +1,177 @@
+"""compress.run end to end: every task x method on tiny recipes, checkpoints reloaded, baselines, lottery, export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import compress
+from compress.checkpoint import read_manifest
+from compress.predefined import SparseEmbedding, SparseRecurrent
+from compress.spec import Recipe
+from compress.synthetic import tagging_corpus, write_conll
+
+TASKS = {
+    "language_model": (
+        {"type": "language_model", "max_vocab": 300},
+        {"cell": "lstm", "embedding_size": 16, "hidden_size": 24},
+    ),
+    "sequence_tagging": (
+        {"type": "sequence_tagging"},
+        {"cell": "lstm", "embedding_size": 12, "hidden_size": 12, "bidirectional": True},
+    ),
+    "navigation": (
+        {"type": "navigation", "place_cells": 24, "sequence_length": 8, "steps_per_epoch": 6},
+        {"cell": "rnn_relu", "hidden_size": 32},
+    ),
+    "adding": (
+        {"type": "adding", "sequence_length": 10, "steps_per_epoch": 6},
+        {"cell": "rnn_relu", "hidden_size": 16},
+    ),
+}
+METHODS = {
+    "dense": {"type": "dense"},
+    "predefined": {"type": "predefined", "recurrent": {"components": 2, "input_density": 0.5}},
+    "magnitude_pruning": {"type": "magnitude_pruning", "target_sparsity": 0.8},
+    "moduli_pruning": {"type": "moduli_pruning", "target_sparsity": 0.8, "space": "torus"},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, ptb):
+    directory = tmp_path_factory.mktemp("data")
+    (directory / "lm_train.txt").write_text("\n".join(ptb["train"].splitlines()[:400]) + "\n")
+    (directory / "lm_valid.txt").write_text("\n".join(ptb["valid"].splitlines()[:60]) + "\n")
+    corpus = tagging_corpus(120, vocab_size=200, tags=6, seed=2)
+    write_conll(directory / "tag_train.conll", corpus[:100])
+    write_conll(directory / "tag_valid.conll", corpus[100:])
+    return {
+        "language_model": {"train": directory / "lm_train.txt", "valid": directory / "lm_valid.txt"},
+        "sequence_tagging": {"train": directory / "tag_train.conll", "valid": directory / "tag_valid.conll"},
+        "navigation": {},
+        "adding": {},
+    }
+
+
+def recipe(task: str, method: str, **extra) -> Recipe:
+    task_spec, model_spec = TASKS[task]
+    method_spec = dict(METHODS[method])
+    if method == "predefined" and task in ("language_model", "sequence_tagging"):
+        method_spec["embedding"] = {"blocks": 4, "density": 0.5}
+    training = {"epochs": 2, "batch_size": 8, "bptt": 20, "lr": 3e-3}
+    return Recipe.model_validate(
+        {"task": task_spec, "model": model_spec, "method": method_spec, "training": training, **extra}
+    )
+
+
+def sample_input(task: str, model):
+    generator = torch.Generator().manual_seed(0)
+    if task == "language_model":
+        return (torch.randint(0, 300, (7, 3), generator=generator),)
+    if task == "sequence_tagging":
+        return torch.randint(0, 50, (7, 3), generator=generator), torch.tensor([7, 5, 2])
+    if task == "navigation":
+        return torch.randn(3, 8, 2, generator=generator) * 0.02, torch.rand(3, 24, generator=generator)
+    return (torch.rand(3, 10, 2, generator=generator),)
+
+
+def prunable_sparsity(model) -> float:
+    weights = [p for p in model.parameters() if p.dim() >= 2]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_task_and_method(task, method, data, tmp_path):
+    result = compress.run(recipe(task, method), data[task], output_dir=tmp_path, device="cpu")
+    metric = {
+        "language_model": "valid_perplexity",
+        "sequence_tagging": "valid_accuracy",
+        "navigation": "valid_position_error_cm",
+        "adding": "valid_mse",
+    }[task]
+    assert np.isfinite(result.metrics[metric])
+    assert len(result.history) == 2
+    loaded, manifest = compress.load_checkpoint(result.checkpoint)
+    assert manifest["recipe"]["method"]["type"] == method
+    assert manifest["metrics"][metric] == pytest.approx(result.metrics[metric])
+    result.model.eval()
+    loaded.eval()
+    inputs = sample_input(task, loaded)
+    with torch.no_grad():
+        expected, got = result.model(*inputs), loaded(*inputs)
+    expected = expected[0] if isinstance(expected, tuple) else expected
+    got = got[0] if isinstance(got, tuple) else got
+    assert torch.equal(expected, got)
+    if method.endswith("pruning"):
+        # Global magnitude pruning to 80% of all weight matrices together, measured on the reloaded weights.
+        assert prunable_sparsity(loaded) == pytest.approx(0.8, abs=1e-3)
+        assert manifest["tensors"][next(n for n, p in loaded.named_parameters() if p.dim() >= 2)]["sparsity"] >= 0
+    if method == "predefined":
+        assert any(isinstance(m, SparseRecurrent) for m in loaded.modules())
+        if task in ("language_model", "sequence_tagging"):
+            assert any(isinstance(m, SparseEmbedding) for m in loaded.modules())
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["checkpoint_bytes"] == result.checkpoint.stat().st_size
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_baselines_and_lottery_check(data, tmp_path):
+    progress = []
+    callbacks = compress.pipeline.Callbacks(progress=progress.append, progress_every=0.0)
+    spec = recipe("adding", "moduli_pruning", baselines=["dense_same_params", "dense_full"])
+    spec = spec.model_copy(update={"method": spec.method.model_copy(update={"lottery_check": True})})
+    result = compress.run(spec, {}, callbacks, output_dir=tmp_path, device="cpu")
+    assert "lottery_valid_mse" in result.metrics
+    full, same = result.baselines["dense_full"], result.baselines["dense_same_params"]
+    assert full["hidden_size"] == 16
+    nonzero = sum(int((p != 0).sum()) for p in result.model.parameters())
+    assert same["hidden_size"] < 16
+    assert abs(same["parameters"] - nonzero) <= abs(full["parameters"] - nonzero)
+    fractions = [p.fraction for p in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert {p.metrics["phase"] for p in progress} == {"main", "lottery", "dense_same_params", "dense_full"}
+
+
+def test_init_from_and_export_dense(data, tmp_path):
+    first = compress.run(
+        recipe("language_model", "dense"), data["language_model"], output_dir=tmp_path / "a", device="cpu"
+    )
+    spec = recipe("language_model", "magnitude_pruning", init_from="dense weights")
+    paths = dict(data["language_model"], init_from=first.checkpoint)
+    pruned = compress.run(spec, paths, output_dir=tmp_path / "b", device="cpu")
+    assert prunable_sparsity(pruned.model) == pytest.approx(0.8, abs=1e-3)
+
+    predefined = compress.run(
+        recipe("language_model", "predefined"), data["language_model"], output_dir=tmp_path / "c", device="cpu"
+    )
+    out = compress.export_dense(predefined.checkpoint, tmp_path / "dense.safetensors")
+    dense = load_file(str(out))
+    assert dense["rnn.weight_hh_l0"].shape == (4 * 24, 24)
+    assert dense["embedding.weight"].shape == (len(read_manifest(predefined.checkpoint)["vocabulary"]), 16)
+    # The exported dense LSTM computes what the sparse one does.
+    lstm = torch.nn.LSTM(16, 24)
+    lstm.load_state_dict({k.removeprefix("rnn."): v for k, v in dense.items() if k.startswith("rnn.")})
+    x = torch.randn(5, 2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(lstm(x)[0], predefined.model.rnn(x)[0], atol=1e-6, rtol=0)
+
+
+def test_init_from_with_wrong_shapes_is_a_clear_error(data, tmp_path):
+    first = compress.run(recipe("adding", "dense"), {}, output_dir=tmp_path / "a", device="cpu")
+    bigger = recipe("adding", "magnitude_pruning", init_from="x")
+    bigger = bigger.model_copy(update={"model": bigger.model.model_copy(update={"hidden_size": 20})})
+    with pytest.raises(ValueError, match="init_from: shapes differ"):
+        compress.run(bigger, {"init_from": first.checkpoint}, output_dir=tmp_path / "b", device="cpu")
