@@ -117,3 +117,16 @@ def test_json_schema_is_exported():
     assert {"task", "model", "method"} <= set(schema["required"])
     # The method union is documented with its discriminator so API clients can generate models from it.
     assert "discriminator" in json.dumps(schema["properties"]["method"])
+
+
+def test_recipe_names_agree_with_the_library():
+    """spec.py lists names without importing torch; the library must accept exactly those."""
+    from typing import get_args
+
+    from compress.moduli import CONTROLS, INHIBITORS
+    from compress.moduli.spaces import parse_space
+    from compress.spec import InhibitorName, SpaceName
+
+    for space in get_args(SpaceName):
+        parse_space(space)  # raises on an unknown name
+    assert set(get_args(InhibitorName)) == set(INHIBITORS) | set(CONTROLS)
