@@ -1,1 +1,1 @@
-"""workers: see ../shared/docs/ARCHITECTURE.md (not built yet)."""
+"""Celery workers: run a job by id, at-least-once safe, resuming from the last training state."""

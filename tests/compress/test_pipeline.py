@@ -175,3 +175,18 @@ def test_init_from_with_wrong_shapes_is_a_clear_error(data, tmp_path):
     bigger = bigger.model_copy(update={"model": bigger.model.model_copy(update={"hidden_size": 20})})
     with pytest.raises(ValueError, match="init_from: shapes differ"):
         compress.run(bigger, {"init_from": first.checkpoint}, output_dir=tmp_path / "b", device="cpu")
+
+
+def test_report_sparsity_counts_predefined_structure(data, tmp_path):
+    result = compress.run(recipe("adding", "predefined"), {}, output_dir=tmp_path, device="cpu")
+    rnn = result.model.rnn
+    dense = torch.nn.RNN(2, 16, nonlinearity="relu")
+    dense_count = (
+        sum(p.numel() for p in result.model.parameters())
+        - sum(p.numel() for p in rnn.parameters())
+        + sum(p.numel() for p in dense.parameters())
+    )
+    parameters = result.report["parameters"]
+    assert parameters["dense_equivalent"] == dense_count
+    assert parameters["sparsity"] == pytest.approx(1 - parameters["nonzero"] / dense_count)
+    assert parameters["sparsity"] > 0.2  # k=2 halves W_hh and the input windows

@@ -1,0 +1,84 @@
+"""What a recipe will cost, before any compute: parameters, checkpoint bytes, FLOPs and training memory.
+
+The model is built on PyTorch's ``meta`` device (shapes only, no memory), so a 4096-unit model is estimated instantly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from compress.spec import MagnitudePruningMethod, ModuliPruningMethod, Recipe
+
+PTB_TAGS = 45
+BYTES = 4  # float32
+
+
+@dataclass(frozen=True)
+class Estimate:
+    parameters: int
+    nonzero_parameters: int
+    checkpoint_bytes: int
+    dense_checkpoint_bytes: int
+    flops_per_token: int
+    flops_per_step: int
+    training_memory_bytes: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def estimate(recipe: Recipe, *, vocab_size: int | None = None, num_tags: int | None = None) -> Estimate:
+    from compress.pipeline import build_model
+    from compress.predefined import SparseEmbedding, SparseRecurrent
+
+    sizes = {
+        "vocab_size": vocab_size or getattr(recipe.task, "max_vocab", None) or 10_000,
+        "num_tags": num_tags or PTB_TAGS,
+    }
+    with torch.device("meta"):
+        model = build_model(recipe, sizes)
+    parameters = sum(p.numel() for p in model.parameters())
+    matrices = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+    method = recipe.method
+    pruned = isinstance(method, MagnitudePruningMethod | ModuliPruningMethod)
+    kept_matrices = round(matrices * (1 - method.target_sparsity)) if pruned else matrices
+    nonzero = parameters - matrices + kept_matrices
+    # Pruned matrices: values + about one byte of position per kept entry (the "gaps" encoding); the rest dense.
+    checkpoint = (parameters - matrices) * BYTES + (kept_matrices * (BYTES + 1) if pruned else matrices * BYTES)
+    dense_bytes = parameters * BYTES
+    for module in model.modules():  # predefined layers: the dense file would hold their full dense matrices
+        if isinstance(module, SparseRecurrent):
+            directions = 2 if module.bidirectional else 1
+            for layout in module.layouts:
+                dense = module.gates * (layout.input_size * layout.hidden_size + layout.hidden_size**2)
+                dense_bytes += (
+                    directions * (dense * BYTES) - directions * layout.parameter_count(module.gates, False) * BYTES
+                )
+        if isinstance(module, SparseEmbedding):
+            dense_bytes += (module.num_embeddings * module.embedding_dim - module.allocation.parameters) * BYTES
+    embedding_entries = sum(
+        p.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.Embedding | SparseEmbedding)
+        for p in m.parameters()
+    )
+    tied = getattr(model, "tied", False)
+    applied = kept_matrices - (0 if tied else round(embedding_entries * (kept_matrices / max(matrices, 1))))
+    flops_token = 2 * max(applied, 0)
+    tokens = recipe.training.batch_size * _sequence_length(recipe)
+    flops_step = 3 * flops_token * tokens  # forward + backward (about twice the forward)
+    hidden_state = recipe.model.hidden_size * recipe.model.num_layers * (2 if recipe.model.bidirectional else 1)
+    activations = tokens * (hidden_state * 8 + sizes["vocab_size"] * (recipe.task.type == "language_model")) * BYTES
+    optimizer_states = {"sgd": 0, "adam": 2, "adamw": 2}[recipe.training.optimizer]
+    memory = parameters * BYTES * (2 + optimizer_states) + activations
+    return Estimate(parameters, nonzero, checkpoint, dense_bytes, flops_token, flops_step, memory)
+
+
+def _sequence_length(recipe: Recipe) -> int:
+    if recipe.task.type == "language_model":
+        return recipe.training.bptt
+    if recipe.task.type == "sequence_tagging":
+        return 25  # a typical sentence
+    return recipe.task.sequence_length

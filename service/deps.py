@@ -1,0 +1,62 @@
+"""Request dependencies, as Annotated aliases so handler signatures read like sentences."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from service.auth import find_key
+from service.errors import Unauthorized
+from service.models import ApiKey
+from service.settings import Settings
+from service.storage import BlobStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    session = request.app.state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_store(request: Request) -> BlobStore:
+    return request.app.state.store
+
+
+def get_queue(request: Request):
+    return request.app.state.queue
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+StoreDep = Annotated[BlobStore, Depends(get_store)]
+QueueDep = Annotated[object, Depends(get_queue)]
+
+
+def current_key(
+    session: SessionDep, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> ApiKey:
+    if not authorization:
+        raise Unauthorized("send your API key as 'Authorization: Bearer sk_...'", code="missing_api_key")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer sk_...'", code="invalid_api_key")
+    key = find_key(session, token.strip(), settings.secret_key)
+    if key is None:
+        raise Unauthorized("invalid API key", code="invalid_api_key")
+    return key
+
+
+CurrentKey = Annotated[ApiKey, Depends(current_key)]

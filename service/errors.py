@@ -1,0 +1,123 @@
+"""One error hierarchy, rendered by one handler as ``{"error": {"code", "message", "param"}}``; never a stack trace."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("sparseq.api")
+
+
+class APIError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.param = message, param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "param": self.param}}
+
+
+class BadRequest(APIError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(APIError):
+    status, code = 401, "invalid_api_key"
+
+
+class NotFound(APIError):
+    status, code = 404, "not_found"
+
+
+class Conflict(APIError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(APIError):
+    status, code = 413, "payload_too_large"
+
+
+class Unprocessable(APIError):
+    status, code = 422, "invalid_request"
+
+
+class ServiceUnavailable(APIError):
+    status, code = 503, "unavailable"
+
+
+class ErrorBody(dict):
+    """Marker for OpenAPI: the error envelope."""
+
+
+def error_schema() -> dict:
+    return {
+        "type": "object",
+        "properties": {
+            "error": {
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                },
+                "required": ["code", "message", "param"],
+            }
+        },
+        "required": ["error"],
+    }
+
+
+def responses(*statuses: int) -> dict:
+    """``responses=`` for a route: the error envelope for each status it can answer with."""
+    names = {
+        400: "Bad request",
+        401: "Missing or invalid API key",
+        404: "Not found",
+        409: "Conflict",
+        413: "Upload too large",
+        422: "Invalid request",
+        503: "Unavailable",
+    }
+    return {
+        s: {"description": names.get(s, "Error"), "content": {"application/json": {"schema": error_schema()}}}
+        for s in statuses
+    }
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, error: APIError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        location = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "header")]
+        message = first["msg"].removeprefix("Value error, ")
+        param = ".".join(location) or None
+        return JSONResponse(Unprocessable(message, param=param).body(), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return JSONResponse(
+            {"error": {"code": code, "message": str(error.detail), "param": None}},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=error)
+        return JSONResponse(
+            {"error": {"code": "internal_error", "message": "internal server error", "param": None}}, status_code=500
+        )

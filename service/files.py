@@ -1,0 +1,102 @@
+"""Files: stored content-addressed, validated for their purpose, owned by one key's owner."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.errors import BadRequest, Conflict, NotFound
+from service.models import LIVE, Artifact, File, Job, utcnow
+from service.schemas import FileObject, unix
+from service.storage import BlobStore
+from service.upload import Upload
+
+PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights")
+
+
+def render(file: File) -> FileObject:
+    return FileObject(
+        id=file.id,
+        purpose=file.purpose,
+        filename=file.filename,
+        bytes=file.bytes,
+        sha256=file.sha256,
+        status=file.status,
+        status_details=file.status_detail,
+        stats=file.stats or {},
+        created_at=unix(file.created_at),
+    )
+
+
+def validate_content(purpose: str, path) -> tuple[bool, str | None, dict]:
+    if purpose == "weights":
+        from compress.checkpoint import CheckpointError, read_manifest
+
+        try:
+            manifest = read_manifest(path)
+            return True, None, {"tensors": len(manifest["tensors"])}
+        except CheckpointError:
+            pass
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return True, None, {"tensors": len(list(handle.keys()))}
+        except Exception as error:
+            return False, f"not a safetensors file ({error})", {}
+    from compress.data import validate
+
+    result = validate(purpose, path)
+    return result.ok, (None if result.ok else result.describe()), result.stats
+
+
+def create_file(session: Session, store: BlobStore, *, owner: str, upload: Upload) -> File:
+    purpose = upload.fields.get("purpose")
+    if purpose not in PURPOSES:
+        upload.temporary.unlink(missing_ok=True)
+        raise BadRequest(f"purpose must be one of {list(PURPOSES)}, got {purpose!r}", param="purpose")
+    path = store.commit(upload.temporary, upload.sha256)
+    ok, detail, stats = validate_content(purpose, path)
+    file = File(
+        owner=owner,
+        purpose=purpose,
+        filename=upload.filename,
+        bytes=upload.size,
+        sha256=upload.sha256,
+        status="processed" if ok else "error",
+        status_detail=detail,
+        stats=stats,
+    )
+    session.add(file)
+    session.flush()
+    return file
+
+
+def get_file(session: Session, *, owner: str, file_id: str) -> File:
+    file = session.get(File, file_id)
+    if file is None or file.owner != owner or file.deleted_at is not None:
+        raise NotFound(f"no file {file_id!r}", param="file_id")
+    return file
+
+
+def files_in_use(session: Session, owner: str) -> dict[str, str]:
+    """file id -> id of a live job using it."""
+    used = {}
+    for job in session.scalars(select(Job).where(Job.owner == owner, Job.status.in_(LIVE))):
+        for file_id in [*job.files.values(), job.recipe.get("init_from")]:
+            if file_id:
+                used[file_id] = job.id
+    return used
+
+
+def delete_file(session: Session, store: BlobStore, *, owner: str, file_id: str) -> None:
+    file = get_file(session, owner=owner, file_id=file_id)
+    job = files_in_use(session, owner).get(file_id)
+    if job is not None:
+        raise Conflict(f"file {file_id} is used by {job}, which has not finished", param="file_id", code="file_in_use")
+    file.deleted_at = utcnow()
+    session.flush()
+    still_used = session.scalar(select(File.id).where(File.sha256 == file.sha256, File.deleted_at.is_(None)))
+    artifact = session.scalar(select(Artifact.id).where(Artifact.sha256 == file.sha256))
+    if still_used is None and artifact is None:
+        store.delete(file.sha256)

@@ -1,0 +1,179 @@
+"""Jobs: validated against the recipe contract and the owner's files, committed, then enqueued by task name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from compress.spec import Recipe, format_validation_error
+from service.errors import BadRequest, Conflict, NotFound, Unprocessable
+from service.files import get_file
+from service.models import TERMINAL, Artifact, Job, JobEvent, utcnow
+from service.schemas import ArtifactObject, EventObject, JobCreate, JobError, JobObject, unix
+
+# data role -> purpose each task accepts (required roles first)
+ROLES = {
+    "language_model": {"train": ("lm_text", True), "valid": ("lm_text", False)},
+    "sequence_tagging": {"train": ("tagging_conll", True), "valid": ("tagging_conll", False)},
+    "navigation": {"train": ("trajectories", False)},
+    "adding": {},
+}
+
+
+def render(job: Job) -> JobObject:
+    return JobObject(
+        id=job.id,
+        status=job.status,
+        recipe=job.recipe,
+        files=job.files,
+        progress=job.progress,
+        metrics=job.metrics or {},
+        error=JobError(**job.error) if job.error else None,
+        attempts=job.attempts,
+        created_at=unix(job.created_at),
+        started_at=unix(job.started_at),
+        finished_at=unix(job.finished_at),
+    )
+
+
+def render_event(event: JobEvent) -> EventObject:
+    return EventObject(
+        id=f"evt_{event.id}",
+        created_at=unix(event.created_at),
+        level=event.level,
+        type=event.type,
+        message=event.message,
+        data=event.data or {},
+    )
+
+
+def render_artifact(artifact: Artifact) -> ArtifactObject:
+    return ArtifactObject(
+        id=artifact.id,
+        job_id=artifact.job_id,
+        kind=artifact.kind,
+        filename=artifact.filename,
+        bytes=artifact.bytes,
+        sha256=artifact.sha256,
+        created_at=unix(artifact.created_at),
+    )
+
+
+def parse_recipe(raw: dict[str, Any]) -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        first = format_validation_error(error)[0]
+        param = f"recipe.{first['param']}" if first["param"] else "recipe"
+        raise Unprocessable(first["message"], param=param, code="invalid_recipe") from None
+
+
+def _check_files(session: Session, owner: str, recipe: Recipe, files: dict[str, str]) -> None:
+    roles = ROLES[recipe.task.type]
+    for role in files:
+        if role not in roles:
+            raise BadRequest(
+                f"the {recipe.task.type} task takes no '{role}' file (it takes {sorted(roles) or 'none'})",
+                param=f"files.{role}",
+            )
+    for role, (purpose, required) in roles.items():
+        if role not in files:
+            if required:
+                raise BadRequest(f"the {recipe.task.type} task needs a '{role}' file", param=f"files.{role}")
+            continue
+        _check_one(session, owner, files[role], purpose, f"files.{role}")
+    if recipe.init_from is not None:
+        _check_one(session, owner, recipe.init_from, "weights", "recipe.init_from")
+
+
+def _check_one(session: Session, owner: str, file_id: str, purpose: str, param: str) -> None:
+    try:
+        file = get_file(session, owner=owner, file_id=file_id)
+    except NotFound:
+        raise NotFound(f"no file {file_id!r}", param=param) from None
+    if file.purpose != purpose:
+        raise BadRequest(f"file {file_id} has purpose '{file.purpose}', this role needs '{purpose}'", param=param)
+    if file.status != "processed":
+        raise BadRequest(f"file {file_id} did not pass validation: {file.status_detail}", param=param)
+
+
+def request_hash(body: JobCreate) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def create_job(session: Session, *, owner: str, body: JobCreate, idempotency_key: str | None) -> tuple[Job, bool]:
+    """Returns (job, created). The same key with the same body gives the same job; a different body is a conflict."""
+    digest = request_hash(body)
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, owner, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    recipe = parse_recipe(body.recipe)
+    _check_files(session, owner, recipe, body.files)
+    job = Job(
+        owner=owner,
+        status="queued",
+        recipe=json.loads(recipe.model_dump_json()),
+        files=body.files,
+        idempotency_key=idempotency_key,
+        request_hash=digest,
+        metrics={},
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:  # a concurrent request with the same key won the race
+        session.rollback()
+        return _replay(_by_idempotency_key(session, owner, idempotency_key), digest), False
+    session.add(JobEvent(job_id=job.id, level="info", type="message", message="job queued"))
+    return job, True
+
+
+def _by_idempotency_key(session: Session, owner: str, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner == owner, Job.idempotency_key == key))
+
+
+def _replay(job: Job, digest: str) -> Job:
+    if job.request_hash != digest:
+        raise Conflict(
+            "this Idempotency-Key was used with a different request body",
+            param="Idempotency-Key",
+            code="idempotency_key_reused",
+        )
+    return job
+
+
+def get_job(session: Session, *, owner: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise NotFound(f"no job {job_id!r}", param="job_id")
+    return job
+
+
+def cancel_job(session: Session, *, owner: str, job_id: str) -> Job:
+    job = get_job(session, owner=owner, job_id=job_id)
+    if job.status in ("cancelling", "cancelled"):
+        return job
+    if job.status in TERMINAL:
+        raise Conflict(f"job {job_id} has already {job.status}", param="job_id", code="job_finished")
+    if job.status == "running":
+        job.status = "cancelling"  # the worker checks between steps and finishes the cancel
+        message = "cancellation requested"
+    else:
+        job.status, job.finished_at = "cancelled", utcnow()
+        message = "job cancelled before it started"
+    session.add(JobEvent(job_id=job.id, level="info", type="message", message=message))
+    session.flush()
+    return job
+
+
+def fail_unqueued(session: Session, job: Job, reason: str) -> None:
+    job.status, job.finished_at = "failed", utcnow()
+    job.error = {"code": "queue_unavailable", "message": reason}
+    session.add(JobEvent(job_id=job.id, level="error", type="message", message=reason))

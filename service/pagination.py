@@ -1,0 +1,31 @@
+"""Cursor pagination, newest first: ``?after=<id>&limit=`` -> a list envelope."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from service.errors import BadRequest
+from service.schemas import ListObject
+
+
+def page(
+    session: Session, query: Select, model: Any, *, after: str | None, limit: int, render: Callable[[Any], Any]
+) -> ListObject:
+    if after is not None:
+        anchor = session.execute(select(model.created_at, model.id).where(model.id == after)).first()
+        if anchor is None:
+            raise BadRequest(f"no object {after!r} to page after", param="after")
+        created, identifier = anchor
+        query = query.where(or_(model.created_at < created, and_(model.created_at == created, model.id < identifier)))
+    rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    data = [render(row) for row in rows[:limit]]
+    return ListObject(
+        data=data,
+        has_more=len(rows) > limit,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )

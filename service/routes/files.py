@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from service import files as file_service
+from service.deps import CurrentKey, SessionDep, SettingsDep, StoreDep
+from service.errors import responses
+from service.models import File
+from service.pagination import page
+from service.schemas import DeletedObject, FileObject, ListObject
+from service.upload import receive_upload
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post(
+    "",
+    response_model=FileObject,
+    status_code=201,
+    responses=responses(400, 401, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file", "purpose"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "purpose": {"type": "string", "enum": list(file_service.PURPOSES)},
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def upload_file(request: Request, key: CurrentKey, session: SessionDep, store: StoreDep, settings: SettingsDep):
+    """Upload a dataset or weights (streamed, size-limited); it is validated for its purpose before it is listed."""
+    upload = await receive_upload(request, store, settings.max_upload_bytes)
+    return file_service.render(file_service.create_file(session, store, owner=key.owner, upload=upload))
+
+
+@router.get("", response_model=ListObject[FileObject], responses=responses(400, 401))
+def list_files(
+    key: CurrentKey,
+    session: SessionDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    purpose: str | None = None,
+):
+    query = select(File).where(File.owner == key.owner, File.deleted_at.is_(None))
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    return page(session, query, File, after=after, limit=limit, render=file_service.render)
+
+
+@router.get("/{file_id}", response_model=FileObject, responses=responses(401, 404))
+def get_file(file_id: str, key: CurrentKey, session: SessionDep):
+    return file_service.render(file_service.get_file(session, owner=key.owner, file_id=file_id))
+
+
+@router.get("/{file_id}/content", response_class=FileResponse, responses=responses(401, 404))
+def file_content(file_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
+    file = file_service.get_file(session, owner=key.owner, file_id=file_id)
+    return FileResponse(store.path(file.sha256), filename=file.filename, headers={"X-Content-SHA256": file.sha256})
+
+
+@router.delete("/{file_id}", response_model=DeletedObject, responses=responses(401, 404, 409))
+def delete_file(file_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
+    file_service.delete_file(session, store, owner=key.owner, file_id=file_id)
+    return DeletedObject(id=file_id, object="file")

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse
+from sqlalchemy import select
+
+from service import jobs as job_service
+from service.deps import CurrentKey, QueueDep, SessionDep, StoreDep
+from service.errors import NotFound, ServiceUnavailable, responses
+from service.models import JOB_STATUSES, Artifact, Job, JobEvent
+from service.pagination import page
+from service.schemas import ArtifactObject, EventObject, JobCreate, JobObject, ListObject
+
+router = APIRouter(tags=["jobs"])
+Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+
+
+@router.post("/v1/jobs", response_model=JobObject, status_code=201, responses=responses(400, 401, 404, 409, 422, 503))
+def create_job(
+    body: JobCreate,
+    response: Response,
+    key: CurrentKey,
+    session: SessionDep,
+    queue: QueueDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+):
+    """Validate the recipe and its files, commit the job, then enqueue it (so no request leaves a phantom job)."""
+    job, created = job_service.create_job(session, owner=key.owner, body=body, idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+        return job_service.render(job)
+    session.commit()
+    try:
+        queue.enqueue(job.id)
+    except Exception as error:
+        job_service.fail_unqueued(session, job, f"the job queue is unreachable ({type(error).__name__})")
+        session.commit()
+        raise ServiceUnavailable(
+            "the job queue is unreachable; the job was not started", code="queue_unavailable"
+        ) from None
+    return job_service.render(job)
+
+
+@router.get("/v1/jobs", response_model=ListObject[JobObject], responses=responses(400, 401, 422))
+def list_jobs(
+    key: CurrentKey,
+    session: SessionDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: Status | None = None,
+):
+    query = select(Job).where(Job.owner == key.owner)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return page(session, query, Job, after=after, limit=limit, render=job_service.render)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobObject, responses=responses(401, 404))
+def get_job(job_id: str, key: CurrentKey, session: SessionDep):
+    return job_service.render(job_service.get_job(session, owner=key.owner, job_id=job_id))
+
+
+@router.get("/v1/jobs/{job_id}/events", response_model=ListObject[EventObject], responses=responses(400, 401, 404))
+def list_events(
+    job_id: str,
+    key: CurrentKey,
+    session: SessionDep,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+):
+    """Newest first. ``after`` is an event id (``evt_...``) from a previous page."""
+    job_service.get_job(session, owner=key.owner, job_id=job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        if not after.startswith("evt_") or not after[4:].isdigit():
+            raise NotFound(f"no event {after!r}", param="after")
+        query = query.where(JobEvent.id < int(after[4:]))
+    rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
+    data = [job_service.render_event(e) for e in rows[:limit]]
+    return ListObject[EventObject](
+        data=data,
+        has_more=len(rows) > limit,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.post("/v1/jobs/{job_id}/cancel", response_model=JobObject, responses=responses(401, 404, 409))
+def cancel_job(job_id: str, key: CurrentKey, session: SessionDep):
+    """Idempotent: cancelling a cancelled job returns it; a job that already succeeded or failed is a 409."""
+    return job_service.render(job_service.cancel_job(session, owner=key.owner, job_id=job_id))
+
+
+@router.get("/v1/jobs/{job_id}/artifacts", response_model=ListObject[ArtifactObject], responses=responses(401, 404))
+def list_artifacts(job_id: str, key: CurrentKey, session: SessionDep):
+    job_service.get_job(session, owner=key.owner, job_id=job_id)
+    rows = list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at)))
+    data = [job_service.render_artifact(a) for a in rows]
+    return ListObject[ArtifactObject](
+        data=data, has_more=False, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
+    )
+
+
+@router.get("/v1/artifacts/{artifact_id}", response_model=ArtifactObject, responses=responses(401, 404))
+def get_artifact(artifact_id: str, key: CurrentKey, session: SessionDep):
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None or artifact.owner != key.owner:
+        raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
+    return job_service.render_artifact(artifact)
+
+
+@router.get("/v1/artifacts/{artifact_id}/content", response_class=FileResponse, responses=responses(401, 404))
+def artifact_content(artifact_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
+    """The artifact's bytes; ``X-Content-SHA256`` carries its digest; ``Range`` requests are honoured."""
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None or artifact.owner != key.owner:
+        raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
+    return FileResponse(
+        store.path(artifact.sha256), filename=artifact.filename, headers={"X-Content-SHA256": artifact.sha256}
+    )

