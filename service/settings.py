@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
     max_attempts: int = Field(3, ge=1, description="deliveries of a job before it is failed for good")
     job_time_limit_s: int = Field(24 * 3600, gt=0)
+    stale_after_s: int = Field(
+        120, gt=0, description="a running job whose worker sent no heartbeat for this long may be taken over"
+    )
     list_limit_max: int = 100
 
     @model_validator(mode="after")

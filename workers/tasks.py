@@ -42,7 +42,7 @@ class _Context:
         return cls._cached
 
 
-def claim(sessions, job_id: str, max_attempts: int) -> str:
+def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta = STALE_AFTER) -> str:
     """Compare-and-set queued (or a running job whose worker died) -> running. Returns what happened."""
     with session_scope(sessions) as session:
         job = session.get(Job, job_id)
@@ -53,12 +53,13 @@ def claim(sessions, job_id: str, max_attempts: int) -> str:
         if job.status == "cancelling":
             job.status, job.finished_at = "cancelled", utcnow()
             return "cancelled"
-        stale = utcnow() - STALE_AFTER
+        stale = utcnow() - stale_after
         claimed = session.execute(
             update(Job)
             .where(Job.id == job_id)
             .where(or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale)))
             .values(status="running", attempts=Job.attempts + 1, started_at=utcnow(), heartbeat_at=utcnow())
+            .execution_options(synchronize_session="fetch")
         ).rowcount
         if not claimed:
             return "busy"  # another worker holds it (a duplicate delivery)
@@ -152,7 +153,7 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     from compress.train import Callbacks, Cancelled
 
     settings, sessions, store = _Context.get()
-    outcome = claim(sessions, job_id, settings.max_attempts)
+    outcome = claim(sessions, job_id, settings.max_attempts, timedelta(seconds=settings.stale_after_s))
     if outcome != "claimed":
         log.info("job %s not run: %s", job_id, outcome)
         return outcome

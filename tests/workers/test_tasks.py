@@ -1,0 +1,162 @@
+"""The worker's task against a real migrated database and blob store: claims, attempts, cancel, failure, success."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+import torch
+
+import compress
+from service.db import session_scope
+from service.migrate import upgrade
+from service.models import Artifact, File, Job, JobEvent, utcnow
+from service.settings import get_settings
+from service.storage import BlobStore
+from workers import tasks
+
+RECIPE = {
+    "task": {"type": "adding", "sequence_length": 8, "steps_per_epoch": 5},
+    "model": {"cell": "rnn_relu", "hidden_size": 12},
+    "method": {"type": "magnitude_pruning", "target_sparsity": 0.5},
+    "training": {"epochs": 2, "batch_size": 8},
+}
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSEQ_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SPARSEQ_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    tasks._Context._cached = None
+    upgrade(get_settings().resolved_database_url)
+    settings, sessions, store = tasks._Context.get()
+    torch.set_num_threads(1)
+    yield settings, sessions, store
+    tasks._Context._cached = None
+    get_settings.cache_clear()
+
+
+def add_job(sessions, **values) -> str:
+    with session_scope(sessions) as session:
+        fields = {"owner": "alice", "status": "queued", "recipe": RECIPE, "files": {}, "metrics": {}} | values
+        job = Job(**fields)
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def job_row(sessions, job_id) -> Job:
+    with sessions() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def events(sessions, job_id) -> list[str]:
+    with sessions() as session:
+        return [e.message for e in session.query(JobEvent).filter_by(job_id=job_id).order_by(JobEvent.id)]
+
+
+def test_a_job_runs_to_success_with_artifacts(world):
+    _, sessions, store = world
+    job_id = add_job(sessions)
+    assert tasks.run_job(job_id) == "succeeded"
+    job = job_row(sessions, job_id)
+    assert (job.status, job.progress, job.attempts, job.error) == ("succeeded", 1.0, 1, None)
+    assert job.metrics["sparsity"] > 0 and "valid_mse" in job.metrics
+    with sessions() as session:
+        artifacts = {a.filename: a for a in session.query(Artifact).filter_by(job_id=job_id)}
+    assert {"model.safetensors", "report.json", "curves.png"} <= set(artifacts)
+    checkpoint = artifacts["model.safetensors"]
+    blob = store.path(checkpoint.sha256)
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == checkpoint.sha256 == blob.name
+    _, manifest = compress.load_checkpoint(blob)
+    assert manifest["metrics"]["valid_mse"] == pytest.approx(job.metrics["valid_mse"])
+    assert "job started" in events(sessions, job_id) and "job succeeded" in events(sessions, job_id)
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
+def test_terminal_jobs_are_never_touched(world, status):
+    _, sessions, _ = world
+    job_id = add_job(sessions, status=status)
+    assert tasks.run_job(job_id) == "finished"
+    job = job_row(sessions, job_id)
+    assert (job.status, job.attempts) == (status, 0)
+
+
+def test_a_duplicate_delivery_of_a_running_job_is_not_run_twice(world):
+    _, sessions, _ = world
+    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=utcnow())
+    assert tasks.run_job(job_id) == "busy"
+    assert job_row(sessions, job_id).attempts == 1
+
+
+def test_a_stale_running_job_is_taken_over_and_counted(world):
+    settings, sessions, _ = world
+    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
+    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
+    assert tasks.run_job(job_id) == "succeeded"
+    job = job_row(sessions, job_id)
+    assert job.attempts == 2
+    assert any("resuming" in message for message in events(sessions, job_id))
+
+
+def test_gives_up_after_max_attempts(world):
+    settings, sessions, _ = world
+    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
+    job_id = add_job(sessions, status="running", attempts=settings.max_attempts, heartbeat_at=stale)
+    assert tasks.run_job(job_id) == "gave_up"
+    job = job_row(sessions, job_id)
+    assert job.status == "failed" and job.error["code"] == "too_many_attempts"
+
+
+def test_a_cancel_requested_before_start_ends_cancelled(world):
+    _, sessions, _ = world
+    job_id = add_job(sessions, status="cancelling")
+    assert tasks.run_job(job_id) == "cancelled"
+    assert job_row(sessions, job_id).status == "cancelled"
+
+
+def test_cancel_during_training_stops_between_steps(world, monkeypatch):
+    _, sessions, _ = world
+    long_recipe = {**RECIPE, "task": {**RECIPE["task"], "steps_per_epoch": 5000}}
+    job_id = add_job(sessions, recipe=long_recipe)
+    calls = {"n": 0}
+    original = tasks.JobReporter.cancelled
+
+    def cancel_on_third_check(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # what POST /v1/jobs/{id}/cancel does to a running job
+            with session_scope(sessions) as session:
+                session.get(Job, job_id).status = "cancelling"
+            self.last_check = 0.0
+        return original(self)
+
+    monkeypatch.setattr(tasks.JobReporter, "cancelled", cancel_on_third_check)
+    assert tasks.run_job(job_id) == "cancelled"
+    job = job_row(sessions, job_id)
+    assert job.status == "cancelled" and job.progress < 0.01
+    with sessions() as session:
+        assert session.query(Artifact).filter_by(job_id=job_id).count() == 0
+
+
+def test_a_failure_is_a_clear_message_not_a_trace(world):
+    _, sessions, store = world
+    with session_scope(sessions) as session:
+        file = File(owner="alice", purpose="lm_text", filename="t.txt", bytes=3, sha256="0" * 64, status="processed")
+        session.add(file)
+        session.flush()
+        file_id = file.id
+    recipe = {
+        "task": {"type": "language_model"},
+        "model": {"embedding_size": 8, "hidden_size": 8},
+        "method": {"type": "dense"},
+    }
+    job_id = add_job(sessions, recipe=recipe, files={"train": file_id})  # its blob was never stored
+    assert tasks.run_job(job_id) == "failed"
+    job = job_row(sessions, job_id)
+    assert job.status == "failed"
+    assert "Traceback" not in job.error["message"] and job.error["message"]
+    assert isinstance(store, BlobStore)
