@@ -79,7 +79,9 @@ class ListObject(BaseModel, Generic[T]):
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    recipe: dict[str, Any] = Field(..., description="a compress.spec Recipe (see the recipe JSON Schema)")
+    recipe: dict[str, Any] = Field(
+        ..., description="a job recipe: its JSON Schema is served at GET /v1/schemas/recipe (compress.spec.Recipe)"
+    )
     files: dict[str, str] = Field(
         default_factory=dict,
         description="data role -> file id: 'train' and 'valid' for text tasks, 'train' (trajectories) for navigation",

@@ -53,6 +53,14 @@ def metrics(request: Request, session: SessionDep):
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
+@router.get("/v1/schemas/recipe")
+def recipe_schema():
+    """The JSON Schema of a job recipe (compress.spec.Recipe), version 1: what ``POST /v1/jobs`` takes as ``recipe``."""
+    from compress.spec import recipe_json_schema
+
+    return recipe_json_schema()
+
+
 @router.post("/v1/estimate", response_model=Estimate, responses=responses(401, 422))
 def estimate(body: EstimateRequest, key: CurrentKey):
     """Trainable parameters, checkpoint size, FLOPs per step and training memory of a recipe, before any compute."""
