@@ -16,8 +16,12 @@ the moduli term uses lambda * (N / 4096)^a and each plain term lambda * (N / 409
 regularisation gradient it would get in the 4096-wide model (the plain tensors have one hidden-sized dimension, hence
 the half exponent). ``width_exponent=None`` is the paper's formula unchanged.
 
-Space size (``space_scale="auto"``): the space's lengths are multiplied by (N / 4096)^(1/m), m its dimension, so every
-neuron keeps the paper's number of cheap neighbours (torus side 10 * sqrt(N / 4096); see ``spaces.auto_scale``).
+Space size (``space_scale``). Two rules, and they differ at small N:
+- 1.0 (default, the paper's spaces): the *fraction* of cheap pairs stays ~4% at every N (inverted DoG < 10), so at a
+  fixed sparsity the kept budget per neuron (10% of N at 90%) is ~2.2x its cheap neighbours, as in the paper.
+- "auto": lengths times (N / 4096)^(1/m), m the dimension (torus side 10 * sqrt(N / 4096); ``spaces.auto_scale``):
+  the *number* of cheap neighbours per neuron stays the paper's (~180), which at N = 256 is 64% of all pairs (the
+  cheap annulus around d ~ 0.89 wraps the small torus), so the geometry constrains a 90%-sparse network far less.
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ class ModuliRegularizer(nn.Module):
             names (as in ``model.named_parameters()``).
         plain_strength: lambda of the plain term (default: ``strength``, as the paper's language model).
         width_exponent: None for the paper's formula; a (e.g. 2.0) for the scale-free strength described above.
-        space_scale: "auto" (neighbour count per neuron as in the paper) or a fixed size factor (1.0 = paper's size).
+        space_scale: a size factor (1.0 = the paper's spaces) or "auto" (neighbour count per neuron as in the paper).
         learn_geometry: make the point coordinates parameters and recompute C on every call (paper v2). Add
             ``reg.parameters()`` to the optimizer.
     """
@@ -191,7 +195,7 @@ class ModuliRegularizer(nn.Module):
         plain_strength: float | None = None,
         width_exponent: float | None = None,
         reference_width: int = REFERENCE_WIDTH,
-        space_scale: float | str = "auto",
+        space_scale: float | str = 1.0,
         learn_geometry: bool = False,
         seed: int | None = 0,
     ) -> None:

@@ -3,12 +3,12 @@
 Every space has a *paper size* (circle and sphere: geodesic distance 5*arccos, S^3: 10*arccos, torus and Klein bottle:
 side 10) chosen by the paper for N = 4096 neurons, and an optional ``scale`` that multiplies all its lengths.
 
-Scale rule (measured in METHODS.md "Scale matters"): the inverted difference-of-Gaussians makes a neuron's cheap
-neighbours those within distance ~0.9, a fixed length. On the paper's 10x10 torus with 4096 neurons that is ~100 cheap
-neighbours (~400 within distance 2); with 256 neurons on the same torus it is 16x fewer, and the regulariser then treats
-almost every connection as expensive. Keeping the *density* of neurons per unit volume fixed keeps the neighbour counts
-fixed, so a space of intrinsic dimension m should have its lengths multiplied by (N / 4096) ** (1 / m): torus side
-10 * sqrt(N / 4096), circle length proportional to N. :func:`auto_scale` computes that factor.
+Density rule (:func:`auto_scale`): the inverted difference-of-Gaussians makes a neuron's cheap partners those at
+distance ~0.5-1.3 (cost 0 at d ~ 0.89), a fixed length. On the paper's 10x10 torus with 4096 neurons that is ~180 cheap
+partners per neuron, ~4% of all pairs; with 256 neurons on the same torus it is 16x fewer. Keeping the density of
+neurons per unit volume fixed keeps that count: multiply the lengths of a space of dimension m by (N / 4096) ** (1 / m)
+(torus side 10 * sqrt(N / 4096), circle length proportional to N). The alternative, the paper's size at every N, keeps
+the *fraction* of cheap pairs instead; which of the two suits a target sparsity is discussed in ``regularizer``.
 
 Points are float tensors; ``distances`` accepts points outside the fundamental domain (a torus point shifted by the
 period, a Klein-bottle point moved by an identification) and gives the same answer, and it is differentiable with finite

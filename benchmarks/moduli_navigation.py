@@ -1,0 +1,241 @@
+"""Scaled-down reproduction of the moduli paper's navigation table (METHODS.md section 2, "Scale matters").
+
+Position error (cm) at the target sparsity for several geometries against plain L1, no regulariser and the dense model,
+plus the lottery re-initialisation column (new random init, same masks, same training with the regulariser on), over
+several seeds. Everything the paper fixes is kept (2.2 m box, dt 0.02, 512 DoG place cells, ReLU RNN without bias,
+place-cell initial state, cross-entropy, top-3 decoding, global magnitude pruning over encoder, W_ih, W_hh and decoder,
+linear schedule); what is scaled down is printed with the table.
+
+Recipe (the scale rules): the strength is scale-free (``ModuliRegularizer(width_exponent=2)``: every weight gets the
+regularisation gradient it would get in the 4096-unit model, so ``--strength 0.1`` is the paper's lambda at any width);
+the target sparsity is reached at ``--prune-end`` of training and the rest fine-tunes.
+
+    python benchmarks/moduli_navigation.py                    # CPU scale (see --help), 3 seeds
+    python benchmarks/moduli_navigation.py --paper-scale      # 4096 units, batch 200, 30k steps: GPU only
+
+All variants and seeds train on the same pre-generated trajectories (a pool of batches, cycled) and are evaluated on the
+same held-out trajectories, so the table compares the methods and not the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compress.moduli import ModuliRegularizer
+from compress.pruning import Pruner, PruningSchedule, lottery_retrain
+from compress.tasks import NavigationConfig, NavigationTask
+
+# name -> (space, inhibitor, permute); None: no regulariser. "dense" also skips pruning.
+VARIANTS = {
+    "torus_dog": ("torus", "dog", False),
+    "klein_dog": ("klein", "dog", False),
+    "circle_dog": ("circle", "dog", False),
+    "sphere_dog": ("sphere", "dog", False),
+    "permuted_dog": ("torus", "dog", True),
+    "plain_l1": ("torus", "standard", False),
+    "no_reg": None,
+    "dense": None,
+}
+PRUNED = ("encoder.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "decoder.weight")
+
+
+@dataclass
+class Settings:
+    steps: int
+    lr: float
+    sparsity: float
+    prune_end: float  # fraction of training at which the final sparsity is reached
+    prune_events: int
+    strength: float
+    width_exponent: float | None
+    space_scale: float | str
+    weight_decay: float
+
+
+def make_data(task: NavigationTask, pool: int, eval_batch: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    batches = [task.batch(generator=generator)[:3] for _ in range(pool)]
+    evaluation = task.batch(eval_batch, generator=torch.Generator().manual_seed(seed + 1))
+    return batches, evaluation
+
+
+def evaluate(task: NavigationTask, model, evaluation) -> float:
+    velocity, start, _, position = evaluation
+    with torch.no_grad():
+        return task.position_error_cm(model(velocity, start), position).item()
+
+
+def train(task, model, variant: str, settings: Settings, batches, seed: int, pruner: Pruner | None = None) -> Pruner:
+    """One training run; prunes on the linear schedule unless ``pruner`` (the lottery's fixed masks) is given."""
+    spec = VARIANTS[variant]
+    regularizer = None
+    if spec is not None:
+        space, inhibitor, permute = spec
+        regularizer = ModuliRegularizer(
+            model,
+            space=space,
+            inhibitor=inhibitor,
+            permute=permute,
+            strength=settings.strength,
+            width_exponent=settings.width_exponent,
+            space_scale=settings.space_scale,
+            seed=1000 + seed,
+        )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduled = pruner is None and variant != "dense"
+    if scheduled:
+        end = max(1, round(settings.prune_end * settings.steps))
+        pruner = Pruner(model, PRUNED, schedule=PruningSchedule(settings.sparsity, "linear", start=0, end=end))
+        every = max(1, end // settings.prune_events)
+    if pruner is not None:
+        pruner.attach(optimizer)
+    for step in range(settings.steps):
+        if scheduled and step > 0 and (step % every == 0 or step == end):
+            pruner.update(step)
+        velocity, start, targets = batches[step % len(batches)]
+        loss = task.loss(model(velocity, start), targets)
+        if regularizer is not None:
+            loss = loss + regularizer()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return pruner
+
+
+def run(args) -> None:
+    torch.set_num_threads(args.threads)
+    config = NavigationConfig(
+        hidden_size=args.hidden,
+        place_cells=args.place_cells,
+        sequence_length=args.sequence_length,
+        batch_size=args.batch,
+        recurrent_init=args.init,
+        velocity_input_scale=args.input_scale,
+        start_code_scale=args.input_scale,
+    )
+    space_scale = args.space_scale if args.space_scale == "auto" else float(args.space_scale)
+    settings = Settings(
+        args.steps,
+        args.lr,
+        args.sparsity,
+        args.prune_end,
+        args.prune_events,
+        args.strength,
+        None if args.width_exponent < 0 else args.width_exponent,
+        space_scale,
+        args.weight_decay,
+    )
+    task = NavigationTask(config, seed=0)
+    started = time.time()
+    batches, evaluation = make_data(task, args.pool, args.eval_batch, seed=12345)
+    print(
+        f"# N={config.hidden_size} init={config.recurrent_init} input_scale={args.input_scale}"
+        f" place_cells={config.place_cells} seq={config.sequence_length} batch={config.batch_size}"
+        f" steps={settings.steps} lr={settings.lr} AdamW wd={settings.weight_decay} sparsity={settings.sparsity}"
+        f" reached at {settings.prune_end:.0%} of training, strength={settings.strength}"
+        f" width_exponent={settings.width_exponent} space_scale={settings.space_scale} pool={args.pool} batches"
+        f" eval={args.eval_batch} trajectories, seeds={args.seeds}",
+        flush=True,
+    )
+    results: dict[str, list[float]] = {}
+    lottery: dict[str, list[float]] = {}
+    sparsity: dict[str, list[float]] = {}
+    for variant in args.variants:
+        for seed in args.seeds:
+            torch.manual_seed(seed)
+            model = task.model()
+            t0 = time.time()
+            pruner = train(task, model, variant, settings, batches, seed)
+            error = evaluate(task, model, evaluation)
+            results.setdefault(variant, []).append(error)
+            achieved = pruner.report()["total"]["sparsity"] if pruner else 0.0
+            sparsity.setdefault(variant, []).append(achieved)
+            line = f"{variant:<14} seed {seed}: {error:6.2f} cm  sparsity {achieved:.3f}  ({time.time() - t0:.0f}s)"
+            if args.lottery and pruner is not None and variant in args.lottery_variants:
+                masks = {name: mask.clone() for name, mask in pruner.masks.items()}
+                pruner.squash()
+                t1 = time.time()
+                lottery_retrain(
+                    model,
+                    masks,
+                    lambda net, fixed, variant=variant, seed=seed: train(
+                        task, net, variant, settings, batches, seed, pruner=fixed
+                    ),
+                    seed=10_000 + seed,
+                )
+                lottery_error = evaluate(task, model, evaluation)
+                lottery.setdefault(variant, []).append(lottery_error)
+                line += f"  lottery {lottery_error:6.2f} cm ({time.time() - t1:.0f}s)"
+            print(line, flush=True)
+    print_table(results, lottery, sparsity)
+    print(f"# total {time.time() - started:.0f}s")
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):6.2f} +- {spread:5.2f}"
+
+
+def print_table(results, lottery, sparsity) -> None:
+    print(f"\n{'variant':<14}{'error cm':>18}{'lottery re-init cm':>22}{'sparsity':>10}")
+    for variant, errors in results.items():
+        print(
+            f"{variant:<14}{mean_std(errors):>18}{mean_std(lottery.get(variant, [])):>22}"
+            f"{statistics.mean(sparsity[variant]):>10.3f}"
+        )
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--place-cells", type=int, default=512)
+    parser.add_argument("--sequence-length", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--prune-end", type=float, default=2 / 3)
+    parser.add_argument("--prune-events", type=int, default=10)
+    parser.add_argument("--strength", type=float, default=0.1)
+    parser.add_argument("--width-exponent", type=float, default=2.0, help="negative: the paper's unscaled lambda")
+    parser.add_argument("--space-scale", default="1.0", help="'auto' (neuron density rule) or a factor")
+    parser.add_argument("--pool", type=int, default=200, help="pre-generated training batches, cycled")
+    parser.add_argument("--eval-batch", type=int, default=500)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--no-lottery", dest="lottery", action="store_false")
+    parser.add_argument(
+        "--lottery-variants",
+        nargs="+",
+        default=["torus_dog", "klein_dog", "permuted_dog"],
+        choices=list(VARIANTS),
+        help="variants that also get the lottery re-init run (the paper reports torus, Klein, permuted)",
+    )
+    parser.add_argument("--init", default="identity", choices=["default", "identity", "orthogonal"])
+    parser.add_argument("--input-scale", type=float, default=50.0, help="velocity and start-code input factor")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--paper-scale", action="store_true", help="4096 units, seq 50, batch 200, 30k steps, lr 1e-4")
+    args = parser.parse_args(argv)
+    if args.paper_scale:
+        args.hidden, args.sequence_length, args.batch, args.steps, args.lr = 4096, 50, 200, 30_000, 1e-4
+        args.weight_decay, args.pool, args.init, args.input_scale = 0.01, 1000, "default", 1.0
+    if not 0 < args.prune_end <= 1 or not math.isfinite(args.prune_end):
+        parser.error(f"--prune-end must be in (0, 1], got {args.prune_end}")
+    return args
+
+
+if __name__ == "__main__":
+    run(parse())
