@@ -43,6 +43,9 @@ def navigation_config(task: NavigationTask, spec: ModelSpec, batch_size: int) ->
         place_cells=task.place_cells,
         sequence_length=task.sequence_length,
         batch_size=batch_size,
+        recurrent_init=task.recurrent_init,
+        velocity_input_scale=task.input_scale,
+        start_code_scale=task.input_scale,
     )
 
 
