@@ -23,7 +23,7 @@ from compress.checkpoint import CheckpointError, load_tensors, save_tensors
 from compress.methods import PruningHooks, build_hooks
 from compress.models import LanguageModel, SequenceTagger
 from compress.pruning import reinitialize
-from compress.report import build_report, dense_bytes_of, save_plots
+from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots
 from compress.spec import DenseMethod, Recipe
 from compress.tasks.generated import AddingAdapter, NavigationAdapter, adding_model, navigation_model
 from compress.tasks.text import LanguageModelAdapter, TaggingAdapter
@@ -311,6 +311,8 @@ def run(
     report_path = output_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
     files = [checkpoint, report_path, *save_plots(model, outcome.history, output_dir, adapter.metric)]
+    if isinstance(hooks, PruningHooks) and hooks.regularizer is not None:
+        files += save_moduli_plot(hooks.regularizer, output_dir)
     return Result(model, metrics, outcome.history, report, checkpoint, files, baselines)
 
 

@@ -165,3 +165,42 @@ def save_plots(model: nn.Module, history: list[dict[str, Any]], directory: str |
         plt.close(figure)
         written.append(path)
     return written
+
+
+def _plane(points: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, str, str]:
+    """Two plotting coordinates for a space's points, and their axis names."""
+    if kind == "circle":
+        angle = torch.atan2(points[:, 1], points[:, 0])
+        return angle.cos(), angle.sin(), "cos angle", "sin angle"
+    if kind in ("sphere", "mixed"):
+        xyz = points[:, :3]
+        return torch.atan2(xyz[:, 1], xyz[:, 0]), torch.asin(xyz[:, 2].clamp(-1, 1)), "longitude", "latitude"
+    if kind == "s3":
+        return points[:, 0], points[:, 1], "x1", "x2 (projection)"
+    return points[:, 0], points[:, 1], "x", "y"
+
+
+def save_moduli_plot(regularizer, directory: str | Path) -> list[Path]:
+    """The neurons of each recurrent layer on their space, coloured by their surviving recurrent connections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in range(len(regularizer.widths)) if regularizer.points(g) is not None]
+    if not groups:
+        return []
+    figure, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
+    for axis, group in zip(axes[0], groups, strict=True):
+        x, y, x_name, y_name = _plane(regularizer.points(group).float().cpu(), regularizer.space.kind)
+        degree = regularizer.surviving_connections(group)
+        scatter = axis.scatter(x.numpy(), y.numpy(), c=degree.numpy(), s=6, cmap="viridis")
+        axis.set_title(f"layer {group}: {regularizer.space.kind}, neurons by surviving connections", fontsize=8)
+        axis.set_xlabel(x_name)
+        axis.set_ylabel(y_name)
+        figure.colorbar(scatter, ax=axis)
+    figure.tight_layout()
+    path = Path(directory) / "moduli_neurons.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return [path]

@@ -221,8 +221,10 @@ class ModuliRegularizer(nn.Module):
         self.widths = widths
         self.scales = [resolve_scale(self.space, n, space_scale) for n in widths]
         self.coordinates = nn.ParameterList()
+        self.group_seeds: list[int | None] = []
         for group, n in enumerate(widths):
             group_seed = None if seed is None else seed + group
+            self.group_seeds.append(group_seed)
             if self.learn_geometry:
                 points = sample_points(self.space, n, group_seed, scale=self.scales[group])
                 self.coordinates.append(nn.Parameter(points))
@@ -264,6 +266,29 @@ class ModuliRegularizer(nn.Module):
         if self.permute:
             matrix = matrix.flatten()[getattr(self, f"permutation_{group}")].view(n, n)
         return matrix
+
+    def points(self, group: int) -> Tensor | None:
+        """Where the neurons of one point group sit (None for unseeded fixed geometry, whose points were not kept)."""
+        if self.learn_geometry:
+            return self.coordinates[group].detach()
+        if self.inhibitor in ("standard", "none") or self.group_seeds[group] is None:
+            return None
+        # coefficients() drew exactly these points from the same seed and scale.
+        return sample_points(
+            self.space, self.widths[group], self.group_seeds[group], scale=self.scales[group], dtype=torch.float64
+        )
+
+    def surviving_connections(self, group: int) -> Tensor:
+        """Per neuron of a group: non-zero recurrent weights into or out of it, over all gates and directions."""
+        degree = torch.zeros(self.widths[group])
+        for weight in self.recurrent:
+            if weight.group != group:
+                continue
+            tensor = getattr(weight.module, weight.attribute).detach().cpu()
+            kept = (tensor != 0).view(weight.gates, weight.size, weight.size).sum(0).float()
+            span = slice(weight.offset, weight.offset + weight.size)
+            degree[span] += kept.sum(1) + kept.sum(0)
+        return degree
 
     def coefficients_for(self, name: str) -> Tensor:
         """The coefficient tensor matched entry by entry to the recurrent weight ``name`` (gates tiled along rows)."""

@@ -205,3 +205,30 @@ def test_learned_geometry_recomputes_coefficients_and_gets_gradients() -> None:
 def test_models_without_recurrent_weights_are_refused() -> None:
     with pytest.raises(ValueError, match="no recurrent weights"):
         ModuliRegularizer(nn.Linear(3, 3))
+
+
+def test_points_are_those_the_coefficients_were_built_from():
+    from compress.moduli import ModuliRegularizer, coefficients
+    from compress.moduli.inhibitors import inhibit
+    from compress.moduli.spaces import distances
+
+    model = torch.nn.RNN(3, 40, num_layers=2)
+    regularizer = ModuliRegularizer(model, space="klein", seed=7)
+    for group in (0, 1):
+        points = regularizer.points(group).double()
+        rebuilt = inhibit("dog", distances("klein", points), True)
+        torch.testing.assert_close(rebuilt.float(), regularizer.group_coefficients(group))
+    assert not torch.equal(regularizer.points(0), regularizer.points(1))  # fresh points per layer
+    assert torch.equal(regularizer.group_coefficients(0), coefficients("klein", 40, seed=7))
+
+
+def test_surviving_connections_count_rows_and_columns_over_gates():
+    from compress.moduli import ModuliRegularizer
+
+    model = torch.nn.LSTM(2, 3)
+    with torch.no_grad():
+        model.weight_hh_l0.zero_()
+        model.weight_hh_l0[0, 1] = 1.0  # gate i: unit 0 <- unit 1
+        model.weight_hh_l0[3 + 2, 2] = 1.0  # gate f: unit 2 <- unit 2 (a self-connection counts twice)
+    regularizer = ModuliRegularizer(model, space="torus", seed=0)
+    assert regularizer.surviving_connections(0).tolist() == [1.0, 1.0, 2.0]

@@ -123,6 +123,8 @@ def test_every_task_and_method(task, method, data, tmp_path):
         assert any(isinstance(m, SparseRecurrent) for m in loaded.modules())
         if task in ("language_model", "sequence_tagging"):
             assert any(isinstance(m, SparseEmbedding) for m in loaded.modules())
+    if method == "moduli_pruning":
+        assert (tmp_path / "moduli_neurons.png").stat().st_size > 1000
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["checkpoint_bytes"] == result.checkpoint.stat().st_size
     assert (tmp_path / "curves.png").stat().st_size > 1000
