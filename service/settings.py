@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     stale_after_s: int = Field(
         120, gt=0, description="a running job whose worker sent no heartbeat for this long may be taken over"
     )
-    list_limit_max: int = 100
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:

@@ -90,6 +90,9 @@ async def receive_upload(request: Request, store: BlobStore, limit: int) -> Uplo
         if state["name"] and state["name"] != "file":
             upload.fields[state["name"]] = state["value"].decode("utf-8", "replace")
 
+    def on_end() -> None:
+        state["complete"] = True  # the closing boundary arrived: the body was not cut short
+
     parser = MultipartParser(
         options[b"boundary"],
         {
@@ -100,6 +103,7 @@ async def receive_upload(request: Request, store: BlobStore, limit: int) -> Uplo
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": on_end,
         },
     )
     received = 0
@@ -119,6 +123,11 @@ async def receive_upload(request: Request, store: BlobStore, limit: int) -> Uplo
         temporary.unlink(missing_ok=True)
         raise BadRequest(f"malformed multipart body ({error})") from None
     handle.close()
+    if not state.get("complete"):
+        temporary.unlink(missing_ok=True)
+        raise BadRequest(
+            "the multipart body ended before its closing boundary (was the upload cut short?)", param="file"
+        )
     if upload.filename is None:
         temporary.unlink(missing_ok=True)
         raise BadRequest("the form has no 'file' part", param="file")

@@ -57,7 +57,7 @@ def list_files(
     query = select(File).where(File.owner == key.owner, File.deleted_at.is_(None))
     if purpose is not None:
         query = query.where(File.purpose == purpose)
-    return page(session, query, File, after=after, limit=limit, render=file_service.render)
+    return page(session, query, File, owner=key.owner, after=after, limit=limit, render=file_service.render)
 
 
 @router.get("/{file_id}", response_model=FileObject, responses=responses(401, 404))

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from service import jobs as job_service
 from service.deps import CurrentKey, QueueDep, SessionDep, StoreDep
-from service.errors import NotFound, ServiceUnavailable, responses
+from service.errors import BadRequest, NotFound, ServiceUnavailable, responses
 from service.models import JOB_STATUSES, Artifact, Job, JobEvent
 from service.pagination import page
 from service.schemas import ArtifactObject, EventObject, JobCreate, JobObject, ListObject
@@ -54,7 +54,7 @@ def list_jobs(
     query = select(Job).where(Job.owner == key.owner)
     if status is not None:
         query = query.where(Job.status == status)
-    return page(session, query, Job, after=after, limit=limit, render=job_service.render)
+    return page(session, query, Job, owner=key.owner, after=after, limit=limit, render=job_service.render)
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobObject, responses=responses(401, 404))
@@ -75,7 +75,7 @@ def list_events(
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         if not after.startswith("evt_") or not after[4:].isdigit():
-            raise NotFound(f"no event {after!r}", param="after")
+            raise BadRequest(f"no event {after!r} to page after", param="after")
         query = query.where(JobEvent.id < int(after[4:]))
     rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
     data = [job_service.render_event(e) for e in rows[:limit]]
