@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.auth import find_key
+from service.db import session_scope
 from service.errors import Unauthorized
 from service.models import ApiKey
 from service.settings import Settings
@@ -21,15 +22,9 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session = request.app.state.sessions()
-    try:
+    """The request's session: committed when the handler returns, rolled back when it raises."""
+    with session_scope(request.app.state.sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_store(request: Request) -> BlobStore:
