@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # satisfied and pip never pulls a CUDA build; a GPU machine installs its own torch the same way (TORCH=...).
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run demo test test-slow lint bench clean
+.PHONY: install run demo test test-slow lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,10 +28,14 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint
+# redis-server, postgresql, docker-compose for the system tests: installed when missing and possible (never fails).
+system-deps:
+	./scripts/system-deps.sh
+
+test: install lint system-deps
 	$(VENV)/bin/pytest -q -m "not slow"
 
-test-slow: install
+test-slow: install system-deps
 	$(VENV)/bin/pytest -q -m slow
 
 bench: install

@@ -7,12 +7,12 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # package data: shipped in the wheel
 
 
 def alembic_config(url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["database_url"] = url
     return config
 

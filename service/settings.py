@@ -26,8 +26,15 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="deliveries of a job before it is failed for good")
     job_time_limit_s: int = Field(24 * 3600, gt=0)
     stale_after_s: int = Field(
-        120, gt=0, description="a running job whose worker sent no heartbeat for this long may be taken over"
+        120, gt=0, description="a running job whose worker sent no heartbeat for this long is taken over"
     )
+    visibility_timeout_s: int | None = Field(
+        None, gt=0, description="Redis redelivers an unacknowledged job after this long (default: time limit + 1 h)"
+    )
+
+    @property
+    def resolved_visibility_timeout_s(self) -> int:
+        return self.visibility_timeout_s or self.job_time_limit_s + 3600
 
     @model_validator(mode="after")
     def _refuse_insecure(self) -> Settings:

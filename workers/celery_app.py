@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from service.queue import QUEUE
 from service.settings import get_settings
@@ -24,7 +25,7 @@ def make_celery(broker_url: str | None = None, *, time_limit_s: int | None = Non
         task_soft_time_limit=hard - 60,
         task_time_limit=hard,
         # Redis redelivers unacknowledged messages after the visibility timeout: longer than the longest job.
-        broker_transport_options={"visibility_timeout": hard + 3600},
+        broker_transport_options={"visibility_timeout": settings.resolved_visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
     )
@@ -32,3 +33,11 @@ def make_celery(broker_url: str | None = None, *, time_limit_s: int | None = Non
 
 
 app = make_celery()
+
+
+@worker_ready.connect
+def _start_reaper(**_) -> None:
+    """Jobs of a dead worker come back without waiting for the broker's visibility timeout (hours by default)."""
+    from workers.reaper import start_reaper
+
+    start_reaper(app)

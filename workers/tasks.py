@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import or_, update
 
+import compress.pipeline  # noqa: F401  - import torch and the library when the worker starts, not on its first job
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.models import Artifact, Job, JobEvent, utcnow
 from service.queue import TASK_NAME
@@ -79,6 +81,35 @@ def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta = STA
             )
         session.add(JobEvent(job_id=job_id, level="info", type="message", message="job started"))
         return "claimed"
+
+
+class _Heartbeat:
+    """Writes heartbeat_at every HEARTBEAT_S seconds from a thread, so a long evaluation or checkpoint write never
+    makes a live job look dead to the reaper."""
+
+    def __init__(self, sessions, job_id: str) -> None:
+        self.sessions, self.job_id = sessions, job_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                with session_scope(self.sessions) as session:
+                    session.execute(
+                        update(Job)
+                        .where(Job.id == self.job_id, Job.status.in_(("running", "cancelling")))
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception:
+                log.exception("heartbeat for %s failed", self.job_id)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=HEARTBEAT_S + 5)
 
 
 class JobReporter:
@@ -163,6 +194,7 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     work = (work_root or settings.data_dir / "work") / job_id
     work.mkdir(parents=True, exist_ok=True)
     reporter = JobReporter(sessions, job_id)
+    heartbeat = _Heartbeat(sessions, job_id)
     callbacks = Callbacks(
         progress=reporter.progress,
         event=reporter.event,
@@ -171,6 +203,7 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         progress_every=1.0,
     )
     try:
+        heartbeat.start()
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             data = _materialise(store, sessions, job, Path(scratch))
             recipe = Recipe.model_validate(job.recipe)
@@ -207,8 +240,17 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         _finish(sessions, job_id, status="failed", error={"code": type(error).__name__, "message": message[:2000]})
         shutil.rmtree(work, ignore_errors=True)
         return "failed"
+    finally:
+        heartbeat.stop()
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
 def run_job_task(self, job_id: str) -> str:
-    return run_job(job_id)
+    outcome = run_job(job_id)
+    if outcome == "busy":
+        # Another delivery holds the job. If its worker is alive this retry finds the job finished; if it died, the
+        # retry arrives after the heartbeat went stale and takes the job over. Acknowledging and forgetting would
+        # lose the job when its holder is dead.
+        settings = get_settings()
+        raise self.retry(countdown=settings.stale_after_s + HEARTBEAT_S, max_retries=None)
+    return outcome
