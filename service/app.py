@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Histogram
 
 from service import errors
+from service.auth import KeyCache
 from service.db import make_engine, make_sessionmaker
 from service.queue import CeleryQueue
 from service.routes import files, jobs, system
 from service.settings import Settings, get_settings
 from service.storage import BlobStore
+
+
+class LatencyMiddleware:
+    """Request latency by route, as plain ASGI (BaseHTTPMiddleware costs a task and a stream copy per request)."""
+
+    def __init__(self, app, histogram: Histogram) -> None:
+        self.app, self.histogram = app, histogram
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.histogram.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
 def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
@@ -37,13 +56,8 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     )
 
-    @app.middleware("http")
-    async def _timing(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        latency.labels(request.method, getattr(route, "path", "unmatched")).observe(time.perf_counter() - started)
-        return response
+    app.state.key_cache = KeyCache()
+    app.add_middleware(LatencyMiddleware, histogram=latency)
 
     errors.install(app)
     app.include_router(files.router)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -58,8 +59,14 @@ def list_jobs(
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobObject, responses=responses(401, 404))
-def get_job(job_id: str, key: CurrentKey, session: SessionDep):
-    return job_service.render(job_service.get_job(session, owner=key.owner, job_id=job_id))
+async def get_job(job_id: str, key: CurrentKey, request: Request):
+    """The route clients poll: one thread-pool hand-off (a read-only session), serialised once."""
+
+    def read() -> str:
+        with request.app.state.sessions() as session:
+            return job_service.render(job_service.get_job(session, owner=key.owner, job_id=job_id)).model_dump_json()
+
+    return Response(await run_in_threadpool(read), media_type="application/json")
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=ListObject[EventObject], responses=responses(400, 401, 404))

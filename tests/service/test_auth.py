@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -70,7 +71,12 @@ def test_the_scheme_is_case_insensitive(app, client):
     assert client.get("/v1/files", headers={"Authorization": f"bearer {plain}"}).status_code == 200
 
 
-def test_a_revoked_key_is_401(app, client, sessions):
+def test_a_revoked_key_is_401_once_the_key_cache_expires(app, client, sessions):
+    """Valid keys are cached for KeyCache.ttl_s (5 s in production) so that busy clients skip an HMAC and a query:
+    a revoked key stops working within that window, and a key never seen before is checked at once."""
+    from service.auth import KeyCache
+
+    app.state.key_cache = KeyCache(ttl_s=0.3)
     plain = new_key(app, "alice")
     headers = {"Authorization": f"Bearer {plain}"}
     assert client.get("/v1/files", headers=headers).status_code == 200
@@ -78,6 +84,7 @@ def test_a_revoked_key_is_401(app, client, sessions):
     with sessions() as session:
         session.query(ApiKey).filter_by(owner="alice").one().revoked_at = utcnow()
         session.commit()
+    time.sleep(0.35)
     response = client.get("/v1/files", headers=headers)
     assert response.status_code == 401
     assert response.json() == INVALID
