@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from service import errors
 from service.auth import KeyCache
+from service.cache import RenderedCache
 from service.db import make_engine, make_sessionmaker
 from service.queue import CeleryQueue
 from service.routes import files, jobs, system
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     )
 
     app.state.key_cache = KeyCache()
+    app.state.job_cache = RenderedCache()
     app.add_middleware(LatencyMiddleware, histogram=latency)
 
     errors.install(app)

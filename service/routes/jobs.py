@@ -60,13 +60,20 @@ def list_jobs(
 
 @router.get("/v1/jobs/{job_id}", response_model=JobObject, responses=responses(401, 404))
 async def get_job(job_id: str, key: CurrentKey, request: Request):
-    """The route clients poll: one thread-pool hand-off (a read-only session), serialised once."""
+    """The route clients poll. A rendered job is reused for JOB_CACHE_S (the worker writes progress about once a
+    second, so a poll sees it at most that much later); otherwise one thread-pool hand-off reads it."""
+    cache = request.app.state.job_cache
+    body = cache.get(key.owner, job_id)
+    if body is None:
 
-    def read() -> str:
-        with request.app.state.sessions() as session:
-            return job_service.render(job_service.get_job(session, owner=key.owner, job_id=job_id)).model_dump_json()
+        def read() -> str:
+            with request.app.state.sessions() as session:
+                job = job_service.get_job(session, owner=key.owner, job_id=job_id)
+                return job_service.render(job).model_dump_json()
 
-    return Response(await run_in_threadpool(read), media_type="application/json")
+        body = await run_in_threadpool(read)
+        cache.put(key.owner, job_id, body)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=ListObject[EventObject], responses=responses(400, 401, 404))
@@ -95,9 +102,11 @@ def list_events(
 
 
 @router.post("/v1/jobs/{job_id}/cancel", response_model=JobObject, responses=responses(401, 404, 409))
-def cancel_job(job_id: str, key: CurrentKey, session: SessionDep):
+def cancel_job(job_id: str, key: CurrentKey, session: SessionDep, request: Request):
     """Idempotent: cancelling a cancelled job returns it; a job that already succeeded or failed is a 409."""
-    return job_service.render(job_service.cancel_job(session, owner=key.owner, job_id=job_id))
+    job = job_service.render(job_service.cancel_job(session, owner=key.owner, job_id=job_id))
+    request.app.state.job_cache.drop(key.owner, job_id)  # the caller sees its own change at once
+    return job
 
 
 @router.get("/v1/jobs/{job_id}/artifacts", response_model=ListObject[ArtifactObject], responses=responses(401, 404))
