@@ -537,3 +537,12 @@ def test_broker_down_is_503_quickly_and_the_job_is_failed_not_left_queued(make_a
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json() == {"status": "unavailable", "checks": {"database": True, "broker": False}}
+
+
+def test_a_cancel_is_visible_at_once_despite_the_polling_cache(client, alice, sessions):
+    recipe = {"task": {"type": "adding"}, "model": {"cell": "rnn_relu", "hidden_size": 8}, "method": {"type": "dense"}}
+    job_id = client.post("/v1/jobs", json={"recipe": recipe}, headers=alice).json()["id"]
+    set_status(sessions, job_id, "running")  # a worker picked it up
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).json()["status"] == "running"  # read, then cached
+    assert client.post(f"/v1/jobs/{job_id}/cancel", headers=alice).json()["status"] == "cancelling"
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).json()["status"] == "cancelling"

@@ -160,3 +160,50 @@ def test_a_failure_is_a_clear_message_not_a_trace(world):
     assert job.status == "failed"
     assert "Traceback" not in job.error["message"] and job.error["message"]
     assert isinstance(store, BlobStore)
+
+
+def test_the_reaper_re_enqueues_only_stale_running_jobs(world):
+    from workers.reaper import reap_once
+
+    settings, sessions, _ = world
+    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
+    dead = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
+    add_job(sessions, status="running", attempts=1, heartbeat_at=utcnow())  # alive
+    add_job(sessions, status="queued")
+    add_job(sessions, status="succeeded", heartbeat_at=stale)
+    sent = []
+
+    class Recorder:
+        def send_task(self, name, args, queue):
+            sent.append((name, args, queue))
+
+    assert reap_once(Recorder(), sessions, settings.stale_after_s) == [dead]
+    assert sent == [("sparseq.run_job", [dead], "jobs")]
+
+
+def test_a_busy_delivery_is_retried_not_dropped(world, monkeypatch):
+    settings, sessions, _ = world
+    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=utcnow())
+    retries = []
+
+    def fake_retry(**kwargs):
+        retries.append(kwargs)
+        return RuntimeError("retry")
+
+    monkeypatch.setattr(tasks.run_job_task, "retry", fake_retry)
+    with pytest.raises(RuntimeError, match="retry"):
+        tasks.run_job_task.run(job_id)
+    assert retries and retries[0]["countdown"] > settings.stale_after_s and retries[0]["max_retries"] is None
+
+
+def test_heartbeats_continue_while_a_step_is_slow(world, monkeypatch):
+    _, sessions, _ = world
+    monkeypatch.setattr(tasks, "HEARTBEAT_S", 0.05)
+    job_id = add_job(sessions, status="running", heartbeat_at=utcnow() - timedelta(hours=1))
+    beat = tasks._Heartbeat(sessions, job_id)
+    beat.start()
+    import time
+
+    time.sleep(0.3)
+    beat.stop()
+    assert utcnow() - job_row(sessions, job_id).heartbeat_at < timedelta(seconds=5)
