@@ -50,12 +50,13 @@ def adding_batch(
 
 
 class AddingRNN(nn.Module):
-    """ReLU RNN reading the two channels; a linear readout of the last hidden state predicts the sum."""
+    """ReLU RNN reading the two channels; a linear readout of the last hidden state predicts the sum. ``rnn``
+    replaces the paper's layer (same call conventions, batch_first)."""
 
-    def __init__(self, config: AddingConfig | None = None) -> None:
+    def __init__(self, config: AddingConfig | None = None, rnn: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config or AddingConfig()
-        self.rnn = nn.RNN(2, self.config.hidden_size, nonlinearity="relu", batch_first=True)
+        self.rnn = rnn or nn.RNN(2, self.config.hidden_size, nonlinearity="relu", batch_first=True)
         self.readout = nn.Linear(self.config.hidden_size, 1)
 
     def forward(self, inputs: Tensor) -> Tensor:

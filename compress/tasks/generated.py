@@ -30,11 +30,12 @@ def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
-def _recipe_recurrent(model: nn.Module, spec: ModelSpec, method, *, paper_cell: str, bias: bool) -> None:
-    """Swap in the recipe's recurrent layer unless it is exactly the paper's dense one."""
+def _recipe_recurrent(spec: ModelSpec, method, *, paper_cell: str, bias: bool) -> nn.Module | None:
+    """The recipe's recurrent layer, or None where it is exactly the paper's dense one (the model builds that)."""
     sparse = isinstance(method, PredefinedMethod) and method.recurrent is not None
     if sparse or spec.cell != paper_cell or spec.num_layers != 1:
-        model.rnn = build_recurrent(spec, method, 2, batch_first=True, bias=bias)
+        return build_recurrent(spec, method, 2, batch_first=True, bias=bias)
+    return None
 
 
 def navigation_config(task: NavigationTask, spec: ModelSpec, batch_size: int) -> NavigationConfig:
@@ -50,17 +51,14 @@ def navigation_config(task: NavigationTask, spec: ModelSpec, batch_size: int) ->
 
 
 def navigation_model(task: NavigationTask, spec: ModelSpec, method, batch_size: int) -> nn.Module:
-    model = NavigationRNN(navigation_config(task, spec, batch_size))
-    _recipe_recurrent(model, spec, method, paper_cell="rnn_relu", bias=False)
-    return model
+    rnn = _recipe_recurrent(spec, method, paper_cell="rnn_relu", bias=False)
+    return NavigationRNN(navigation_config(task, spec, batch_size), rnn)
 
 
 def adding_model(task: AddingTask, spec: ModelSpec, method, batch_size: int) -> nn.Module:
-    model = AddingRNN(
-        AddingConfig(sequence_length=task.sequence_length, hidden_size=spec.hidden_size, batch_size=batch_size)
-    )
-    _recipe_recurrent(model, spec, method, paper_cell="rnn_relu", bias=True)
-    return model
+    rnn = _recipe_recurrent(spec, method, paper_cell="rnn_relu", bias=True)
+    config = AddingConfig(sequence_length=task.sequence_length, hidden_size=spec.hidden_size, batch_size=batch_size)
+    return AddingRNN(config, rnn)
 
 
 class NavigationAdapter:

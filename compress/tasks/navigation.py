@@ -125,26 +125,40 @@ class PlaceCells:
         return self.centres.to(activity.device)[top].mean(dim=-2)
 
 
+def init_recurrent(rnn: nn.Module, kind: str) -> None:
+    """Initialise every recurrent matrix of ``rnn`` gate block by gate block: "identity" (IRNN), "orthogonal", or
+    "default" (leave the layer's own). Works for nn.RNN/LSTM/GRU (W_hh is (G*H, H)) and for predefined-sparse layers,
+    whose per-component blocks (G*h_c, h_c) then form a block-diagonal identity - exactly their sparsity pattern."""
+    if kind == "default":
+        return
+    with torch.no_grad():
+        for name, weight in rnn.named_parameters():
+            if not name.startswith("weight_hh"):
+                continue
+            size = weight.shape[1]
+            for block in weight.split(size, dim=0):
+                if kind == "identity":
+                    block.copy_(torch.eye(size, dtype=block.dtype))
+                else:
+                    nn.init.orthogonal_(block)
+
+
 class NavigationRNN(nn.Module):
     """ReLU RNN without biases: h_0 = encoder(place code of the start), h_t = relu(W_ih v_t + W_hh h_{t-1}),
-    place-cell logits = decoder(h_t)."""
+    place-cell logits = decoder(h_t). ``rnn`` replaces the paper's layer (same call conventions, batch_first)."""
 
-    def __init__(self, config: NavigationConfig) -> None:
+    def __init__(self, config: NavigationConfig, rnn: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
         self.encoder = nn.Linear(config.place_cells, config.hidden_size, bias=False)
-        self.rnn = nn.RNN(2, config.hidden_size, nonlinearity="relu", bias=False, batch_first=True)
+        self.rnn = rnn or nn.RNN(2, config.hidden_size, nonlinearity="relu", bias=False, batch_first=True)
         self.decoder = nn.Linear(config.hidden_size, config.place_cells, bias=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for module in (self.encoder, self.rnn, self.decoder):
             module.reset_parameters()
-        with torch.no_grad():
-            if self.config.recurrent_init == "identity":
-                self.rnn.weight_hh_l0.copy_(torch.eye(self.config.hidden_size))
-            elif self.config.recurrent_init == "orthogonal":
-                nn.init.orthogonal_(self.rnn.weight_hh_l0)
+        init_recurrent(self.rnn, self.config.recurrent_init)
 
     def forward(self, velocity: Tensor, start_code: Tensor) -> Tensor:
         h0 = self.encoder(start_code * self.config.start_code_scale).unsqueeze(0)

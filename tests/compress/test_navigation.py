@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from compress.tasks import NavigationConfig, NavigationRNN, NavigationTask, PlaceCells, simulate_trajectories
 
@@ -138,3 +139,35 @@ def test_a_small_model_learns_to_path_integrate() -> None:
     with torch.no_grad():
         after = task.position_error_cm(model(evaluation[0], evaluation[1]), evaluation[3]).item()
     assert after < 0.5 * before
+
+
+@pytest.mark.parametrize("kind", ["identity", "orthogonal"])
+def test_recurrent_init_reaches_every_recurrent_layer_kind(kind) -> None:
+    """The init acts on each gate block, for the paper's RNN, an LSTM and a predefined-sparse RNN alike; checked on
+    the dense-equivalent matrices: identity blocks are exactly eye(H) per gate, orthogonal blocks satisfy Q^T Q = I
+    inside each component's block (and zeros elsewhere, for the sparse layer)."""
+    from compress.predefined import SparseRNN
+
+    config = NavigationConfig(hidden_size=6, place_cells=8, recurrent_init=kind)
+    layers = {
+        "rnn": None,
+        "lstm": nn.LSTM(2, 6, bias=False, batch_first=True),
+        "sparse": SparseRNN(2, 6, nonlinearity="relu", bias=False, batch_first=True, components=2),
+    }
+    for name, rnn in layers.items():
+        model = NavigationRNN(config, rnn)
+        torch.nn.init.zeros_(next(p for n, p in model.rnn.named_parameters() if n.startswith("weight_hh")))
+        model.reset_parameters()  # what the lottery check's re-initialisation calls
+        if name == "sparse":
+            dense = model.rnn.dense_equivalent()["weight_hh_l0"][0]
+            blocks = [dense[:3, :3], dense[3:, 3:]]
+            assert torch.all(dense[:3, 3:] == 0) and torch.all(dense[3:, :3] == 0)
+        else:
+            weight = model.rnn.weight_hh_l0.detach()
+            blocks = list(weight.split(6, dim=0))
+        for block in blocks:
+            size = block.shape[0]
+            if kind == "identity":
+                assert torch.equal(block, torch.eye(size))
+            else:
+                torch.testing.assert_close(block.T @ block, torch.eye(size), atol=1e-5, rtol=0)
