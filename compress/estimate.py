@@ -31,7 +31,7 @@ class Estimate:
 
 def estimate(recipe: Recipe, *, vocab_size: int | None = None, num_tags: int | None = None) -> Estimate:
     from compress.pipeline import build_model
-    from compress.predefined import SparseEmbedding, SparseRecurrent
+    from compress.report import dense_entries, flops_per_token
 
     sizes = {
         "vocab_size": vocab_size or getattr(recipe.task, "max_vocab", None) or 10_000,
@@ -47,26 +47,8 @@ def estimate(recipe: Recipe, *, vocab_size: int | None = None, num_tags: int | N
     nonzero = parameters - matrices + kept_matrices
     # Pruned matrices: values + about one byte of position per kept entry (the "gaps" encoding); the rest dense.
     checkpoint = (parameters - matrices) * BYTES + (kept_matrices * (BYTES + 1) if pruned else matrices * BYTES)
-    dense_bytes = parameters * BYTES
-    for module in model.modules():  # predefined layers: the dense file would hold their full dense matrices
-        if isinstance(module, SparseRecurrent):
-            directions = 2 if module.bidirectional else 1
-            for layout in module.layouts:
-                dense = module.gates * (layout.input_size * layout.hidden_size + layout.hidden_size**2)
-                dense_bytes += (
-                    directions * (dense * BYTES) - directions * layout.parameter_count(module.gates, False) * BYTES
-                )
-        if isinstance(module, SparseEmbedding):
-            dense_bytes += (module.num_embeddings * module.embedding_dim - module.allocation.parameters) * BYTES
-    embedding_entries = sum(
-        p.numel()
-        for m in model.modules()
-        if isinstance(m, torch.nn.Embedding | SparseEmbedding)
-        for p in m.parameters()
-    )
-    tied = getattr(model, "tied", False)
-    applied = kept_matrices - (0 if tied else round(embedding_entries * (kept_matrices / max(matrices, 1))))
-    flops_token = 2 * max(applied, 0)
+    dense_bytes = dense_entries(model) * BYTES
+    flops_token = flops_per_token(model, kept_fraction=(1 - method.target_sparsity) if pruned else 1.0)
     tokens = recipe.training.batch_size * _sequence_length(recipe)
     flops_step = 3 * flops_token * tokens  # forward + backward (about twice the forward)
     hidden_state = recipe.model.hidden_size * recipe.model.num_layers * (2 if recipe.model.bidirectional else 1)

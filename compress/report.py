@@ -36,20 +36,22 @@ def tensor_table(model: nn.Module, targets: dict[str, float] | None = None) -> l
     return rows
 
 
-def flops_per_token(model: nn.Module) -> int:
-    flops = 0
+def flops_per_token(model: nn.Module, kept_fraction: float | None = None) -> int:
+    """Two FLOPs per stored non-zero of every matrix applied to each token; with ``kept_fraction``, that share of
+    the entries instead of counting non-zeros (for estimates on a ``meta``-device model)."""
+
+    def kept(parameter: torch.Tensor) -> int:
+        if kept_fraction is not None:
+            return round(parameter.numel() * kept_fraction)
+        return int((parameter.detach() != 0).sum())
+
     embeddings = {id(m) for m in model.modules() if isinstance(m, nn.Embedding | SparseEmbedding)}
-    for module in model.modules():
-        if id(module) in embeddings:
-            continue
-        for parameter in module.parameters(recurse=False):
-            if parameter.dim() >= 2:
-                flops += 2 * int((parameter.detach() != 0).sum())
-    tied_decoder = getattr(model, "tied", False)
-    if tied_decoder:  # the tied output layer multiplies by the whole embedding
-        embedding = model.embedding
-        flops += 2 * sum(int((p.detach() != 0).sum()) for p in embedding.parameters())
-    return flops
+    applied = [
+        p for m in model.modules() if id(m) not in embeddings for p in m.parameters(recurse=False) if p.dim() >= 2
+    ]
+    if getattr(model, "tied", False):  # the tied output layer multiplies by the whole embedding
+        applied += list(model.embedding.parameters())
+    return 2 * sum(kept(p) for p in applied)
 
 
 def build_report(
@@ -88,29 +90,17 @@ def build_report(
 
 
 def dense_entries(model: nn.Module) -> int:
-    """Entries of the equivalent dense model (predefined-sparse modules counted at their full dense size)."""
-    total = 0
-    counted: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, SparseRecurrent | SparseEmbedding):
-            total += sum(weight.numel() for weight, _ in module.dense_equivalent().values())
-            counted.update(id(p) for p in module.parameters())
-    return total + sum(p.numel() for p in model.parameters() if id(p) not in counted)
+    """Entries of the equivalent dense model: predefined-sparse modules at their full dense size (from their
+    layouts, so this also works on a ``meta``-device model), everything else as stored."""
+    predefined = [m for m in model.modules() if isinstance(m, SparseRecurrent | SparseEmbedding)]
+    counted = {id(p) for m in predefined for p in m.parameters()}
+    rest = sum(p.numel() for p in model.parameters() if id(p) not in counted)
+    return rest + sum(m.dense_parameter_count() for m in predefined)
 
 
 def dense_bytes_of(model: nn.Module) -> int:
-    """Bytes of the equivalent dense float tensors (predefined-sparse modules counted at their full dense size)."""
-    total = 0
-    counted: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, SparseRecurrent | SparseEmbedding):
-            for weight, _ in module.dense_equivalent().values():
-                total += weight.numel() * weight.element_size()
-            counted.update(id(p) for p in module.parameters())
-    for parameter in model.parameters():
-        if id(parameter) not in counted:
-            total += parameter.numel() * parameter.element_size()
-    return total
+    """Bytes of the equivalent dense checkpoint (the model's parameters share one dtype)."""
+    return dense_entries(model) * next(model.parameters()).element_size()
 
 
 def recurrent_matrices(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -195,6 +195,10 @@ class SparseEmbedding(nn.Module):
                 logits[..., :words] += part
         return logits if self.identity_order else logits[..., self.rank]
 
+    def dense_parameter_count(self) -> int:
+        """Entries of the dense V x d table this module stands for."""
+        return self.num_embeddings * self.embedding_dim
+
     def dense_equivalent(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``{"weight": (V x d weight, 0/1 mask)}`` in token-id order, as ``torch.nn.Embedding`` would hold it."""
         with torch.no_grad():

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from compress.predefined.layout import LayerLayout, gate_count
+from compress.predefined.planner import dense_parameter_count
 
 Formulation = Literal["auto", "loop", "masked"]
 
@@ -200,6 +201,14 @@ class SparseRecurrent(nn.Module):
             dense.append(reference.new_zeros(gates * big_h).index_put((bias_rows,), values(2)))
             dense.append(reference.new_zeros(gates * big_h).index_put((bias_rows,), values(3)))
         return dense
+
+    def dense_parameter_count(self) -> int:
+        """Entries of the dense PyTorch layer with the same sizes (from the layout: nothing is materialised)."""
+        directions = len(self._suffixes)
+        return directions * sum(
+            dense_parameter_count(self.cell, layout.input_size, layout.hidden_size, self.bias)
+            for layout in self.layouts
+        )
 
     def dense_equivalent(self) -> dict[str, tuple[Tensor, Tensor]]:
         """``name -> (weight, mask)`` in ``torch.nn.LSTM``/``GRU``/``RNN`` parameter names and layout.

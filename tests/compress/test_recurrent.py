@@ -205,6 +205,8 @@ def test_mask_structure_and_parameter_count(cell, n_in, n_hid, k, extra_density,
         else:
             assert torch.all(mask == 1)
     assert sum(p.numel() for p in layer.parameters()) == total_mask
+    # The dense size from the layout alone equals the materialised dense equivalent.
+    assert layer.dense_parameter_count() == sum(weight.numel() for weight, _ in equivalent.values())
 
 
 def test_window_length_follows_density():
