@@ -213,9 +213,11 @@ def train(
             loss = adapter.loss(model, batch)
             penalty = hooks.penalty(model)
             total = loss if penalty is None else loss + penalty
-            if not torch.isfinite(total):
+            # One read of both numbers per step (each read is a device sync on CUDA).
+            loss_value, total_value = torch.stack([loss.detach(), total.detach()]).tolist()
+            if not math.isfinite(total_value):
                 raise FloatingPointError(
-                    f"the loss became {total.item()} at step {step + 1} (epoch {epoch + 1}): lower the learning rate "
+                    f"the loss became {total_value} at step {step + 1} (epoch {epoch + 1}): lower the learning rate "
                     "or turn on gradient clipping"
                 )
             total.backward()
@@ -226,7 +228,7 @@ def train(
             hooks.after_step(step)
             if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
                 scheduler.step()
-            running_loss += loss.item()
+            running_loss += loss_value
             running_count += 1
             now = time.monotonic()
             if callbacks.progress is not None and now - last_report >= callbacks.progress_every:

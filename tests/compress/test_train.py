@@ -156,3 +156,30 @@ def test_held_out_split_without_a_validation_file(ptb_files):
     held = math.ceil(len(train_lines) * 0.1)
     expected_tokens = sum(len(line.split()) + 1 for line in train_lines[-held:])
     assert adapter.valid_data.numel() == expected_tokens // 10 * 10
+
+
+def test_a_non_finite_loss_stops_with_a_clear_message():
+    class Exploding:
+        metric, lower_is_better, steps_per_epoch = "valid_loss", True, 4
+
+        def batches(self, epoch):
+            yield from range(self.steps_per_epoch)
+
+        def start_epoch(self, epoch):
+            pass
+
+        def loss(self, model, batch):
+            scale = float("inf") if batch == 2 else 1.0  # the third step blows up
+            return (model(torch.ones(1, 3)) * scale).sum()
+
+        def evaluate(self, model):
+            return {"valid_loss": 0.0}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    with pytest.raises(FloatingPointError, match=r"the loss became inf at step 3 \(epoch 1\)"):
+        train(Exploding(), torch.nn.Linear(3, 1), TrainingSpec(epochs=1), device=torch.device("cpu"))
