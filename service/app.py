@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from service import errors
 from service.auth import KeyCache
-from service.cache import RenderedCache
+from service.cache import JOB_CACHE_S, TTLCache
 from service.db import make_engine, make_sessionmaker
 from service.queue import CeleryQueue
 from service.routes import files, jobs, system
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     )
 
     app.state.key_cache = KeyCache()
-    app.state.job_cache = RenderedCache()
+    app.state.job_cache = TTLCache(JOB_CACHE_S)
     app.add_middleware(LatencyMiddleware, histogram=latency)
 
     errors.install(app)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from service.cache import TTLCache
 from service.models import ApiKey
 
 PREFIX = "sk_"
@@ -44,31 +43,17 @@ class KeyCache:
     Only successful lookups are cached, by the key's hash; a revoked key stops working within ``ttl_s`` seconds.
     """
 
-    def __init__(self, ttl_s: float = 5.0, size: int = 10_000) -> None:
-        self.ttl_s, self.size = ttl_s, size
-        self._entries: dict[str, tuple[float, ApiKey]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, ttl_s: float = 5.0) -> None:
+        self._cache = TTLCache(ttl_s, size=10_000)
 
     def cached(self, plain: str, secret: str) -> ApiKey | None:
         """The key if it was found valid less than ``ttl_s`` ago, without touching the database."""
-        with self._lock:
-            found = self._entries.get(hash_key(plain, secret))
-        if found is not None and time.monotonic() - found[0] < self.ttl_s:
-            return found[1]
-        return None
+        return self._cache.get(hash_key(plain, secret))
 
     def lookup(self, session: Session, plain: str, secret: str) -> ApiKey | None:
-        digest = hash_key(plain, secret)
-        now = time.monotonic()
-        with self._lock:
-            found = self._entries.get(digest)
-        if found is not None and now - found[0] < self.ttl_s:
-            return found[1]
+        """Check the database and remember a valid key."""
         record = find_key(session, plain, secret)
         if record is not None:
             session.expunge(record)
-            with self._lock:
-                if len(self._entries) >= self.size:
-                    self._entries.clear()
-                self._entries[digest] = (now, record)
+            self._cache.put(record.key_hash, record)
         return record

@@ -1,34 +1,34 @@
-"""A tiny time-limited cache of rendered objects, for the routes clients poll."""
+"""A small thread-safe cache whose entries expire after ``ttl_s`` seconds (API keys, polled jobs)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Hashable
+from typing import Any
 
-JOB_CACHE_S = 0.25
+JOB_CACHE_S = 0.25  # a polled job may be this much behind the database (the worker writes progress ~once a second)
 
 
-class RenderedCache:
-    """(owner, id) -> JSON text for ``ttl_s`` seconds. Keyed by owner too: one owner never reads another's entry."""
-
-    def __init__(self, ttl_s: float = JOB_CACHE_S, size: int = 50_000) -> None:
+class TTLCache:
+    def __init__(self, ttl_s: float, size: int = 50_000) -> None:
         self.ttl_s, self.size = ttl_s, size
-        self._entries: dict[tuple[str, str], tuple[float, str]] = {}
+        self._entries: dict[Hashable, tuple[float, Any]] = {}
         self._lock = threading.Lock()
 
-    def get(self, owner: str, object_id: str) -> str | None:
+    def get(self, key: Hashable) -> Any | None:
         with self._lock:
-            found = self._entries.get((owner, object_id))
+            found = self._entries.get(key)
         if found is not None and time.monotonic() - found[0] < self.ttl_s:
             return found[1]
         return None
 
-    def put(self, owner: str, object_id: str, body: str) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
-            if len(self._entries) >= self.size:
+            if len(self._entries) >= self.size:  # crude, but bounded: a full cache starts over
                 self._entries.clear()
-            self._entries[(owner, object_id)] = (time.monotonic(), body)
+            self._entries[key] = (time.monotonic(), value)
 
-    def drop(self, owner: str, object_id: str) -> None:
+    def drop(self, key: Hashable) -> None:
         with self._lock:
-            self._entries.pop((owner, object_id), None)
+            self._entries.pop(key, None)

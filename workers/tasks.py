@@ -16,7 +16,7 @@ import traceback
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 
 import compress.pipeline  # noqa: F401  - import torch and the library when the worker starts, not on its first job
 from service.db import make_engine, make_sessionmaker, session_scope
@@ -28,7 +28,6 @@ from workers.celery_app import app
 
 log = logging.getLogger("sparseq.worker")
 HEARTBEAT_S = 5.0
-STALE_AFTER = timedelta(minutes=2)
 ARTIFACT_KINDS = {".safetensors": "checkpoint", ".json": "report", ".png": "plot"}
 
 
@@ -44,7 +43,7 @@ class _Context:
         return cls._cached
 
 
-def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta = STALE_AFTER) -> str:
+def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> str:
     """Compare-and-set queued (or a running job whose worker died) -> running. Returns what happened."""
     with session_scope(sessions) as session:
         job = session.get(Job, job_id)
@@ -113,7 +112,8 @@ class _Heartbeat:
 
 
 class JobReporter:
-    """Callbacks of compress.train writing to the database: progress, events, heartbeats, cancellation."""
+    """Callbacks of compress.train writing to the database: progress, events, cancellation (the heartbeat is the
+    _Heartbeat thread's alone)."""
 
     def __init__(self, sessions, job_id: str) -> None:
         self.sessions, self.job_id = sessions, job_id
@@ -122,9 +122,7 @@ class JobReporter:
 
     def progress(self, p) -> None:
         with session_scope(self.sessions) as session:
-            session.execute(
-                update(Job).where(Job.id == self.job_id).values(progress=round(p.fraction, 4), heartbeat_at=utcnow())
-            )
+            session.execute(update(Job).where(Job.id == self.job_id).values(progress=round(p.fraction, 4)))
 
     def event(self, level: str, kind: str, message: str, data: dict) -> None:
         clean = {k: v for k, v in data.items() if isinstance(v, int | float | str | bool) or v is None}
@@ -136,10 +134,8 @@ class JobReporter:
         if now - self.last_check < 1.0:
             return self.cancel_seen
         self.last_check = now
-        with session_scope(self.sessions) as session:
-            job = session.get(Job, self.job_id)
-            job.heartbeat_at = utcnow()
-            self.cancel_seen = job.status == "cancelling"
+        with self.sessions() as session:  # a read: POST /cancel sets the status
+            self.cancel_seen = session.scalar(select(Job.status).where(Job.id == self.job_id)) == "cancelling"
         return self.cancel_seen
 
 
@@ -228,20 +224,21 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
             session.query(Artifact).filter(Artifact.job_id == job_id).delete()  # a redelivered run replaces them
             session.add_all(artifacts)
         _finish(sessions, job_id, status="succeeded", progress=1.0, metrics=metrics)
-        shutil.rmtree(work, ignore_errors=True)
-        return "succeeded"
+        outcome = "succeeded"
     except Cancelled:
         _finish(sessions, job_id, status="cancelled")
-        shutil.rmtree(work, ignore_errors=True)
-        return "cancelled"
+        outcome = "cancelled"
     except Exception as error:  # a user-facing message, the trace only in the worker's log
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         message = str(error) or type(error).__name__
         _finish(sessions, job_id, status="failed", error={"code": type(error).__name__, "message": message[:2000]})
-        shutil.rmtree(work, ignore_errors=True)
-        return "failed"
+        outcome = "failed"
     finally:
         heartbeat.stop()
+    # Only a finished job loses its work directory: one interrupted by the worker's shutdown (a BaseException, which
+    # passes through above) keeps its training state for the redelivery to resume from.
+    shutil.rmtree(work, ignore_errors=True)
+    return outcome
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

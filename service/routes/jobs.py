@@ -63,7 +63,7 @@ async def get_job(job_id: str, key: CurrentKey, request: Request):
     """The route clients poll. A rendered job is reused for JOB_CACHE_S (the worker writes progress about once a
     second, so a poll sees it at most that much later); otherwise one thread-pool hand-off reads it."""
     cache = request.app.state.job_cache
-    body = cache.get(key.owner, job_id)
+    body = cache.get((key.owner, job_id))
     if body is None:
 
         def read() -> str:
@@ -72,7 +72,7 @@ async def get_job(job_id: str, key: CurrentKey, request: Request):
                 return job_service.render(job).model_dump_json()
 
         body = await run_in_threadpool(read)
-        cache.put(key.owner, job_id, body)
+        cache.put((key.owner, job_id), body)
     return Response(body, media_type="application/json")
 
 
@@ -105,7 +105,7 @@ def list_events(
 def cancel_job(job_id: str, key: CurrentKey, session: SessionDep, request: Request):
     """Idempotent: cancelling a cancelled job returns it; a job that already succeeded or failed is a 409."""
     job = job_service.render(job_service.cancel_job(session, owner=key.owner, job_id=job_id))
-    request.app.state.job_cache.drop(key.owner, job_id)  # the caller sees its own change at once
+    request.app.state.job_cache.drop((key.owner, job_id))  # the caller sees its own change at once
     return job
 
 

@@ -7,8 +7,9 @@ Two clocks make this slow in production, and the first test moves both forward i
   workers/celery_app.py sets to ``job_time_limit_s + 3600`` (25 h by default, never under 1 h). A worker starting up
   restores every unacked message older than that (kombu's ``restore_visible`` on poll init). The test sets the
   message's score in the ``unacked_index`` sorted set to 0 - exactly what the passing of the timeout does.
-- ``workers.tasks.claim`` only takes over a ``running`` job whose ``heartbeat_at`` is older than ``STALE_AFTER``
-  (SPARSEQ_STALE_AFTER_S, 2 minutes by default). The test moves the dead worker's heartbeat 10 minutes back.
+- ``workers.tasks.claim`` only takes over a ``running`` job whose ``heartbeat_at`` is older than
+  ``Settings.stale_after_s`` (SPARSEQ_STALE_AFTER_S, 2 minutes by default). The test moves the dead worker's
+  heartbeat 10 minutes back.
 
 Two more tests run the story on real clocks with SPARSEQ_STALE_AFTER_S / SPARSEQ_VISIBILITY_TIMEOUT_S set small,
 and with a delivery that arrives while the dead worker's heartbeat is still fresh (it must be retried, not dropped;
