@@ -149,7 +149,7 @@ def _materialise(store: BlobStore, sessions, job: Job, directory: Path) -> dict[
             roles["init_from"] = job.recipe["init_from"]
         for role, file_id in roles.items():
             file = session.get(File, file_id)
-            if file is None or file.deleted_at is not None:
+            if file is None or file.deleted_at is not None or not store.exists(file.sha256):
                 raise ValueError(f"file {file_id} ({role}) no longer exists")
             paths[role] = store.copy_to(file.sha256, directory / f"{role}-{file.filename}")
     return paths
