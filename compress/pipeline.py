@@ -205,29 +205,32 @@ class _Phases:
         return replace(outer, progress=progress, state_path=state)
 
 
+def _dense_recipe(recipe: Recipe, hidden: int | None = None) -> Recipe:
+    """The recipe as a dense baseline, optionally at another hidden size (a tied embedding follows it)."""
+    model = recipe.model
+    if hidden is not None:
+        model = model.model_copy(update={"hidden_size": hidden})
+        if model.tie_weights:
+            model = model.model_copy(update={"embedding_size": hidden})
+    return recipe.model_copy(update={"model": model, "method": DenseMethod(), "baselines": []})
+
+
 def _dense_same_params(recipe: Recipe, target: int, sizes: Mapping[str, int]) -> Recipe:
-    """The dense recipe whose model has about ``target`` stored parameters (hidden size found by bisection)."""
+    """The dense recipe whose model has the stored parameter count nearest ``target`` (hidden size by bisection)."""
 
     def count(hidden: int) -> int:
-        model = recipe.model.model_copy(update={"hidden_size": hidden})
-        if recipe.model.tie_weights:
-            model = model.model_copy(update={"embedding_size": hidden})
-        candidate = recipe.model_copy(update={"model": model, "method": DenseMethod(), "baselines": []})
         with torch.device("meta"):
-            return sum(p.numel() for p in build_model(candidate, sizes).parameters())
+            return sum(p.numel() for p in build_model(_dense_recipe(recipe, hidden), sizes).parameters())
 
-    low, high = 1, recipe.model.hidden_size * 4
+    low, high = 1, recipe.model.hidden_size * 4  # the first hidden size whose count reaches the target
     while low < high:
         middle = (low + high) // 2
         if count(middle) < target:
             low = middle + 1
         else:
             high = middle
-    best = min((low - 1, low), key=lambda h: abs(count(max(h, 1)) - target)) if low > 1 else low
-    model = recipe.model.model_copy(update={"hidden_size": best})
-    if recipe.model.tie_weights:
-        model = model.model_copy(update={"embedding_size": best})
-    return recipe.model_copy(update={"model": model, "method": DenseMethod(), "baselines": []})
+    candidates = [h for h in (low - 1, low) if h >= 1]
+    return _dense_recipe(recipe, min(candidates, key=lambda h: abs(count(h) - target)))
 
 
 def run(
@@ -269,7 +272,7 @@ def run(
     baselines = {}
     for name in recipe.baselines:
         if name == "dense_full":
-            baseline_recipe = recipe.model_copy(update={"method": DenseMethod(), "baselines": []})
+            baseline_recipe = _dense_recipe(recipe)
         else:
             nonzero = sum(int((p != 0).sum()) for p in model.parameters())
             baseline_recipe = _dense_same_params(recipe, nonzero, sizes)

@@ -14,6 +14,7 @@ from compress.checkpoint import read_manifest
 from compress.predefined import SparseEmbedding, SparseRecurrent
 from compress.spec import Recipe
 from compress.synthetic import tagging_corpus, write_conll
+from compress.train import Callbacks
 
 TASKS = {
     "language_model": (
@@ -136,7 +137,7 @@ def test_every_task_and_method(task, method, data, tmp_path):
 
 def test_baselines_and_lottery_check(data, tmp_path):
     progress = []
-    callbacks = compress.pipeline.Callbacks(progress=progress.append, progress_every=0.0)
+    callbacks = Callbacks(progress=progress.append, progress_every=0.0)
     spec = recipe("adding", "moduli_pruning", baselines=["dense_same_params", "dense_full"])
     spec = spec.model_copy(update={"method": spec.method.model_copy(update={"lottery_check": True})})
     result = compress.run(spec, {}, callbacks, output_dir=tmp_path, device="cpu")
