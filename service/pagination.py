@@ -32,10 +32,11 @@ def page(
         created, identifier = anchor
         query = query.where(or_(model.created_at < created, and_(model.created_at == created, model.id < identifier)))
     rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
-    data = [render(row) for row in rows[:limit]]
+    return envelope([render(row) for row in rows[:limit]], has_more=len(rows) > limit)
+
+
+def envelope(data: list, *, has_more: bool) -> ListObject:
+    """The list object around one page: ``first_id``/``last_id`` are the cursors for the neighbouring pages."""
     return ListObject(
-        data=data,
-        has_more=len(rows) > limit,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
+        data=data, has_more=has_more, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
     )

@@ -11,7 +11,7 @@ from service import jobs as job_service
 from service.deps import CurrentKey, QueueDep, SessionDep, StoreDep
 from service.errors import BadRequest, NotFound, ServiceUnavailable, responses
 from service.models import JOB_STATUSES, Artifact, Job, JobEvent
-from service.pagination import page
+from service.pagination import envelope, page
 from service.schemas import ArtifactObject, EventObject, JobCreate, JobObject, ListObject
 
 router = APIRouter(tags=["jobs"])
@@ -92,13 +92,7 @@ def list_events(
             raise BadRequest(f"no event {after!r} to page after", param="after")
         query = query.where(JobEvent.id < int(after[4:]))
     rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
-    data = [job_service.render_event(e) for e in rows[:limit]]
-    return ListObject[EventObject](
-        data=data,
-        has_more=len(rows) > limit,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return envelope([job_service.render_event(e) for e in rows[:limit]], has_more=len(rows) > limit)
 
 
 @router.post("/v1/jobs/{job_id}/cancel", response_model=JobObject, responses=responses(401, 404, 409))
@@ -113,10 +107,7 @@ def cancel_job(job_id: str, key: CurrentKey, session: SessionDep, request: Reque
 def list_artifacts(job_id: str, key: CurrentKey, session: SessionDep):
     job_service.get_job(session, owner=key.owner, job_id=job_id)
     rows = list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at)))
-    data = [job_service.render_artifact(a) for a in rows]
-    return ListObject[ArtifactObject](
-        data=data, has_more=False, first_id=data[0].id if data else None, last_id=data[-1].id if data else None
-    )
+    return envelope([job_service.render_artifact(a) for a in rows], has_more=False)
 
 
 @router.get("/v1/artifacts/{artifact_id}", response_model=ArtifactObject, responses=responses(401, 404))
