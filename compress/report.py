@@ -177,12 +177,13 @@ def save_moduli_plot(regularizer, directory: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [g for g in range(len(regularizer.widths)) if regularizer.points(g) is not None]
-    if not groups:
+    points = {g: regularizer.points(g) for g in range(len(regularizer.widths))}
+    points = {g: p for g, p in points.items() if p is not None}
+    if not points:
         return []
-    figure, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), squeeze=False)
-    for axis, group in zip(axes[0], groups, strict=True):
-        x, y, x_name, y_name = _plane(regularizer.points(group).float().cpu(), regularizer.space.kind)
+    figure, axes = plt.subplots(1, len(points), figsize=(4 * len(points), 3.6), squeeze=False)
+    for axis, (group, where) in zip(axes[0], points.items(), strict=True):
+        x, y, x_name, y_name = _plane(where.float().cpu(), regularizer.space.kind)
         degree = regularizer.surviving_connections(group)
         scatter = axis.scatter(x.numpy(), y.numpy(), c=degree.numpy(), s=6, cmap="viridis")
         axis.set_title(f"layer {group}: {regularizer.space.kind}, neurons by surviving connections", fontsize=8)

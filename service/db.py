@@ -29,14 +29,30 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-@contextmanager
-def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
-    session = factory()
+def commit_and_close(session: Session) -> None:
     try:
-        yield session
         session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def rollback_and_close(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A unit of work: committed when the block ends, rolled back when it raises."""
+    session = factory()
+    try:
+        yield session
+    except BaseException:
+        rollback_and_close(session)
+        raise
+    commit_and_close(session)

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from service.auth import KeyCache
+from service.db import commit_and_close, rollback_and_close
 from service.errors import Unauthorized
 from service.models import ApiKey
 from service.settings import Settings
@@ -34,26 +35,9 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     try:
         yield session
     except BaseException:
-        await run_in_threadpool(_rollback_and_close, session)
+        await run_in_threadpool(rollback_and_close, session)
         raise
-    await run_in_threadpool(_commit_and_close, session)
-
-
-def _commit_and_close(session: Session) -> None:
-    try:
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-def _rollback_and_close(session: Session) -> None:
-    try:
-        session.rollback()
-    finally:
-        session.close()
+    await run_in_threadpool(commit_and_close, session)
 
 
 async def get_store(request: Request) -> BlobStore:
