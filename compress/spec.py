@@ -251,7 +251,7 @@ class Recipe(_Strict):
         if method.embedding is not None:
             if self.task.type not in TEXT_TASKS:
                 raise ValueError(f"method.embedding needs a text task, not {self.task.type}")
-            width = model.embedding_size // method.embedding.blocks if method.embedding.blocks else 0
+            width = model.embedding_size // method.embedding.blocks
             if method.embedding.blocks > model.embedding_size:
                 raise ValueError(
                     f"method.embedding.blocks ({method.embedding.blocks}) cannot exceed model.embedding_size "
