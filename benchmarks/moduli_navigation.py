@@ -20,6 +20,7 @@ same held-out trajectories, so the table compares the methods and not the data.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -60,13 +61,24 @@ class Settings:
     width_exponent: float | None
     space_scale: float | str
     weight_decay: float
+    prune_scope: str = "global"
 
 
-def make_data(task: NavigationTask, pool: int, eval_batch: int, seed: int):
+def make_data(task: NavigationTask, pool: int, eval_batch: int, seed: int, device: torch.device):
+    """Trajectories are simulated on the CPU (seeded, device-independent), then moved to ``device`` once."""
     generator = torch.Generator().manual_seed(seed)
-    batches = [task.batch(generator=generator)[:3] for _ in range(pool)]
+    batches = [tuple(t.to(device) for t in task.batch(generator=generator)[:3]) for _ in range(pool)]
     evaluation = task.batch(eval_batch, generator=torch.Generator().manual_seed(seed + 1))
-    return batches, evaluation
+    return batches, tuple(t.to(device) for t in evaluation)
+
+
+def recurrent_diagnostics(model) -> dict[str, float]:
+    """Where W_hh's surviving weights are: kept fraction, and the share of them on the diagonal (self-connections)."""
+    weight = model.rnn.weight_hh_l0.detach()
+    kept = weight != 0
+    total = int(kept.sum())
+    diagonal = int(kept.diagonal().sum())
+    return {"whh_kept": total / weight.numel(), "whh_diagonal_share": diagonal / total if total else 0.0}
 
 
 def evaluate(task: NavigationTask, model, evaluation) -> float:
@@ -95,7 +107,8 @@ def train(task, model, variant: str, settings: Settings, batches, seed: int, pru
     scheduled = pruner is None and variant != "dense"
     if scheduled:
         end = max(1, round(settings.prune_end * settings.steps))
-        pruner = Pruner(model, PRUNED, schedule=PruningSchedule(settings.sparsity, "linear", start=0, end=end))
+        schedule = PruningSchedule(settings.sparsity, "linear", start=0, end=end)
+        pruner = Pruner(model, PRUNED, scope=settings.prune_scope, schedule=schedule)
         every = max(1, end // settings.prune_events)
     if pruner is not None:
         pruner.attach(optimizer)
@@ -134,33 +147,42 @@ def run(args) -> None:
         None if args.width_exponent < 0 else args.width_exponent,
         space_scale,
         args.weight_decay,
+        args.prune_scope,
     )
     task = NavigationTask(config, seed=0)
+    device = torch.device(args.device)
     started = time.time()
-    batches, evaluation = make_data(task, args.pool, args.eval_batch, seed=12345)
+    batches, evaluation = make_data(task, args.pool, args.eval_batch, seed=12345, device=device)
     print(
         f"# N={config.hidden_size} init={config.recurrent_init} input_scale={args.input_scale}"
         f" place_cells={config.place_cells} seq={config.sequence_length} batch={config.batch_size}"
         f" steps={settings.steps} lr={settings.lr} AdamW wd={settings.weight_decay} sparsity={settings.sparsity}"
-        f" reached at {settings.prune_end:.0%} of training, strength={settings.strength}"
+        f" reached at {settings.prune_end:.0%} of training ({settings.prune_scope}), strength={settings.strength}"
         f" width_exponent={settings.width_exponent} space_scale={settings.space_scale} pool={args.pool} batches"
-        f" eval={args.eval_batch} trajectories, seeds={args.seeds}",
+        f" eval={args.eval_batch} trajectories, seeds={args.seeds}, device={device}",
         flush=True,
     )
     results: dict[str, list[float]] = {}
     lottery: dict[str, list[float]] = {}
     sparsity: dict[str, list[float]] = {}
+    diagnostics: dict[str, list[dict[str, float]]] = {}
     for variant in args.variants:
         for seed in args.seeds:
             torch.manual_seed(seed)
-            model = task.model()
+            model = task.model().to(device)
             t0 = time.time()
             pruner = train(task, model, variant, settings, batches, seed)
             error = evaluate(task, model, evaluation)
             results.setdefault(variant, []).append(error)
             achieved = pruner.report()["total"]["sparsity"] if pruner else 0.0
             sparsity.setdefault(variant, []).append(achieved)
-            line = f"{variant:<14} seed {seed}: {error:6.2f} cm  sparsity {achieved:.3f}  ({time.time() - t0:.0f}s)"
+            where = recurrent_diagnostics(model)
+            diagnostics.setdefault(variant, []).append(where)
+            line = (
+                f"{variant:<14} seed {seed}: {error:6.2f} cm  sparsity {achieved:.3f}"
+                f"  W_hh kept {where['whh_kept']:.3f} ({where['whh_diagonal_share']:.0%} diagonal)"
+                f"  ({time.time() - t0:.0f}s)"
+            )
             if args.lottery and pruner is not None and variant in args.lottery_variants:
                 masks = {name: mask.clone() for name, mask in pruner.masks.items()}
                 pruner.squash()
@@ -178,7 +200,19 @@ def run(args) -> None:
                 line += f"  lottery {lottery_error:6.2f} cm ({time.time() - t1:.0f}s)"
             print(line, flush=True)
     print_table(results, lottery, sparsity)
+    verdicts = print_ordering(results)
     print(f"# total {time.time() - started:.0f}s")
+    if args.json:
+        summary = {
+            "args": {k: v for k, v in vars(args).items() if k != "json"},
+            "errors": results,
+            "lottery": lottery,
+            "sparsity": sparsity,
+            "diagnostics": diagnostics,
+            "ordering": verdicts,
+            "seconds": time.time() - started,
+        }
+        Path(args.json).write_text(json.dumps(summary, indent=1))
 
 
 def mean_std(values: list[float]) -> str:
@@ -197,6 +231,42 @@ def print_table(results, lottery, sparsity) -> None:
         )
 
 
+GOOD = ("torus_dog", "klein_dog")
+BAD = ("plain_l1", "no_reg")
+CLOSE_TO_DENSE = 2.0  # "close to dense": at most this multiple of the dense error
+
+
+def print_ordering(results: dict[str, list[float]]) -> dict[str, bool]:
+    """The paper's ordering, on the means: torus/Klein DoG best of the sparse models and close to dense; plain L1 and
+    no regulariser worst. "Clearly" is checked too: the gaps exceed the seed spread."""
+    mean = {v: statistics.mean(e) for v, e in results.items()}
+    spread = {v: statistics.stdev(e) if len(e) > 1 else 0.0 for v, e in results.items()}
+    good = [v for v in GOOD if v in mean]
+    bad = [v for v in BAD if v in mean]
+    middle = [v for v in mean if v not in GOOD and v not in BAD and v != "dense"]
+    verdicts = {}
+    if good and (middle or bad):
+        others = middle + bad
+        worst_good, best_other = max(good, key=mean.get), min(others, key=mean.get)
+        gap = mean[best_other] - mean[worst_good]
+        verdicts["torus/Klein DoG best sparse"] = gap > 0
+        verdicts["... clearly (gap > both spreads)"] = gap > max(spread[worst_good], spread[best_other])
+    if good and "dense" in mean:
+        verdicts[f"torus/Klein DoG within {CLOSE_TO_DENSE:g}x dense"] = all(
+            mean[v] <= CLOSE_TO_DENSE * mean["dense"] for v in good
+        )
+    if bad and (good or middle):
+        best_bad, worst_rest = min(bad, key=mean.get), max(good + middle, key=mean.get)
+        gap = mean[best_bad] - mean[worst_rest]
+        verdicts["plain L1 / no regulariser worst"] = gap > 0
+        verdicts["... clearly (gap > both spreads)"] = verdicts.get("... clearly (gap > both spreads)", True) and (
+            gap > max(spread[best_bad], spread[worst_rest])
+        )
+    for name, ok in verdicts.items():
+        print(f"{'PASS' if ok else 'MISS'}  {name}")
+    return verdicts
+
+
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=256)
@@ -209,6 +279,7 @@ def parse(argv=None):
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--prune-end", type=float, default=2 / 3)
     parser.add_argument("--prune-events", type=int, default=10)
+    parser.add_argument("--prune-scope", default="global", choices=["global", "tensor"], help="the paper: global")
     parser.add_argument("--strength", type=float, default=0.1)
     parser.add_argument("--width-exponent", type=float, default=2.0, help="negative: the paper's unscaled lambda")
     parser.add_argument("--space-scale", default="1.0", help="'auto' (neuron density rule) or a factor")
@@ -227,6 +298,8 @@ def parse(argv=None):
     parser.add_argument("--init", default="identity", choices=["default", "identity", "orthogonal"])
     parser.add_argument("--input-scale", type=float, default=50.0, help="velocity and start-code input factor")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--json", default=None, help="also write every number to this JSON file")
     parser.add_argument("--paper-scale", action="store_true", help="4096 units, seq 50, batch 200, 30k steps, lr 1e-4")
     args = parser.parse_args(argv)
     if args.paper_scale:

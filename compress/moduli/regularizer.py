@@ -253,6 +253,8 @@ class ModuliRegularizer(nn.Module):
         self._plain = [
             (name, *_owner(model, name), dense_counts.get(name, named[name].numel())) for name in plain_names
         ]
+        # C and the learned coordinates live where the model does (a CUDA model must not read CPU coefficients).
+        self.to(next(iter(named.values())).device)
 
     # -- coefficients ----------------------------------------------------------------------------------------------
 
@@ -321,7 +323,7 @@ class ModuliRegularizer(nn.Module):
                 matrices[weight.group] = self.group_coefficients(weight.group)
             tensor = getattr(weight.module, weight.attribute)
             lo, hi = weight.offset, weight.offset + weight.size
-            block = matrices[weight.group][lo:hi, lo:hi].to(tensor.dtype)
+            block = matrices[weight.group][lo:hi, lo:hi].to(device=tensor.device, dtype=tensor.dtype)
             per_gate = self._magnitude(tensor).view(weight.gates, weight.size, weight.size)
             term = (per_gate * block).sum() / (weight.gates * weight.width * weight.width)
             term = term * (self.strength * self._width_factor(weight.width, 1.0))

@@ -5,20 +5,27 @@ The layers take the same arguments and follow the same call and return conventio
 models. Each component keeps its own small dense weights, named like PyTorch's with a component suffix
 (``weight_ih_l0_c1``, ``weight_hh_l1_reverse_c0``...). Trainable parameters are exactly the non-zero pattern.
 
-Two formulations compute the same function:
+Two formulations compute the same function; ``formulation="auto"`` (the default) picks per device what
+benchmarks/predefined_speed.py measured fastest (seq 35, batch 20, dense n = 200 / 650 / 1500, k = 2 / 4 / 8):
 
-- ``"loop"``: one fused native call per component (oneDNN on CPU, cuDNN on CUDA), both directions at once. On CPU
-  this is the fastest correct formulation found: benchmarks/predefined_speed.py measures it 1.5-9x faster than the
-  masked dense layer (which pays for all the zeros) and level with the authors' k separate nn.LSTM modules. A
-  hand-written grouped BPTT (batched matrix products per time step, custom backward) was tried during design and ran
-  2.5-3.4x slower than the fused kernels; it was not kept.
-- ``"masked"``: the dense-equivalent weights assembled from the components, one native call for all layers. Kept as a
-  reference and for the benchmark's side-by-side comparison.
+- ``"loop"``: one fused native call per component (oneDNN on CPU, cuDNN on CUDA), both directions at once. On CPU it
+  is the fastest correct formulation found: 1.5-9x faster than the masked dense layer (which pays for all the zeros)
+  and level with the authors' k separate nn.LSTM modules. A hand-written grouped BPTT (batched matrix products per time
+  step, custom backward) ran 2.5-3.4x slower than the fused kernels and was not kept. On CUDA each cuDNN call costs
+  about the same latency whatever its size, so the loop costs ~k times one call.
+- ``"masked"``: the dense-equivalent weights assembled from the components (one scatter each), one native call for all
+  layers. On an H100 it is 1.4-3.6x faster than the loop while the dense-equivalent layer is small per component
+  (n = 200, 650), and up to 1.3x slower when it is large (n = 1500: H_s = 2342-5290); "auto" switches at
+  ``CUDA_MASKED_MAX_ENTRIES`` weight entries per component.
+
+Running the loop's components on separate CUDA streams was measured too: 3-20% slower than the plain loop (the
+per-call host work, not the GPU, is the bottleneck), so it was not kept.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -31,6 +38,10 @@ from compress.predefined.layout import LayerLayout, gate_count
 from compress.predefined.planner import dense_parameter_count
 
 Formulation = Literal["auto", "loop", "masked"]
+FORMULATIONS = ("auto", "loop", "masked")
+# "auto" on CUDA: masked while the dense-equivalent layer has at most this many weight entries per component, else loop
+# (benchmarks/predefined_speed.py on an H100; see the module docstring).
+CUDA_MASKED_MAX_ENTRIES = 12_000_000
 
 _NATIVE = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 _PARAM_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -70,8 +81,8 @@ class SparseRecurrent(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if formulation not in ("auto", "loop", "masked"):
-            raise ValueError(f"formulation must be 'auto', 'loop' or 'masked', got {formulation!r}")
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {', '.join(map(repr, FORMULATIONS))}, got {formulation!r}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -132,7 +143,36 @@ class SparseRecurrent(nn.Module):
                         nn.init.uniform_(param, -bound, bound)
 
     def flatten_parameters(self) -> None:
-        """No-op, for drop-in compatibility with code written for ``torch.nn.LSTM``."""
+        """Lay each component's weights out as one contiguous cuDNN buffer (on CUDA; a no-op elsewhere).
+
+        As ``torch.nn.LSTM.flatten_parameters``: the parameters stay the same objects (optimizers keep them), their
+        storage becomes views into one buffer per component, so cuDNN reads them in place instead of copying them into
+        a fresh buffer on every call (and warning about it). Called after every ``.to()``/``.cuda()``.
+        """
+        first = next(self.parameters(), None)
+        if first is None or not first.is_cuda or not torch.backends.cudnn.is_acceptable(first):
+            return
+        if not torch._use_cudnn_rnn_flatten_weight():
+            return
+        from torch.backends.cudnn import rnn as cudnn_rnn
+
+        mode = cudnn_rnn.get_cudnn_mode(self.cell.upper())
+        with torch.cuda.device_of(first), torch.no_grad():
+            for layer, layout in enumerate(self.layouts):
+                for c, (h, (_, length)) in enumerate(zip(layout.hidden_sizes, layout.windows, strict=True)):
+                    weights = [p for suffix in self._suffixes for p in self.component_parameters(layer, c, suffix)]
+                    if len({w.data_ptr() for w in weights}) != len(weights) or any(
+                        w.dtype != first.dtype for w in weights
+                    ):
+                        continue
+                    torch._cudnn_rnn_flatten_weight(
+                        weights, 4 if self.bias else 2, length, mode, h, 0, 1, self.batch_first, self.bidirectional
+                    )
+
+    def _apply(self, fn, recurse=True):
+        result = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return result
 
     def extra_repr(self) -> str:
         parts = [f"{self.input_size}, {self.hidden_size}", f"components={self.components}"]
@@ -250,7 +290,8 @@ class SparseRecurrent(nn.Module):
             raise ValueError(f"input has {data.size(-1)} features, expected input_size={self.input_size}")
 
         states = self._initial_states(hx, batch, data, unbatched, sorted_indices)
-        if self._resolved_formulation() == "masked":
+        formulation = self._resolved_formulation(data.device)
+        if formulation == "masked":
             output, finals = self._forward_masked(data, batch_sizes, states)
         else:
             output, finals = self._forward_loop(data, batch_sizes, states, directions)
@@ -264,8 +305,17 @@ class SparseRecurrent(nn.Module):
             finals = [f.squeeze(1) for f in finals]
         return output, (tuple(finals) if is_lstm else finals[0])
 
-    def _resolved_formulation(self) -> str:
-        return "loop" if self.formulation == "auto" else self.formulation
+    def _resolved_formulation(self, device: torch.device) -> str:
+        """ "auto": the loop on CPU; on CUDA the masked layer unless it is large per component (see the docstring)."""
+        if self.formulation != "auto":
+            return self.formulation
+        if device.type != "cuda":
+            return "loop"
+        entries = max(
+            self.gates * layout.hidden_size * (layout.input_size + layout.hidden_size) / layout.components
+            for layout in self.layouts
+        )
+        return "masked" if entries <= CUDA_MASKED_MAX_ENTRIES else "loop"
 
     def _initial_states(self, hx, batch: int, data: Tensor, unbatched: bool, sorted_indices) -> list[Tensor]:
         expected = (self.num_layers * len(self._suffixes), batch, self.hidden_size)
@@ -336,7 +386,17 @@ class SparseRecurrent(nn.Module):
             for suffix in self._suffixes
             for w in self._assemble(layer, suffix, "weights")
         ]
-        return self._call_native(data, batch_sizes, states, params, self.num_layers, self.dropout, self.bidirectional)
+        if not data.is_cuda:
+            return self._call_native(
+                data, batch_sizes, states, params, self.num_layers, self.dropout, self.bidirectional
+            )
+        # cuDNN copies freshly assembled weights into its own layout, which is inherent to this formulation (and
+        # measured in the benchmark): its advice to call flatten_parameters() would mislead, so it is not shown.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            return self._call_native(
+                data, batch_sizes, states, params, self.num_layers, self.dropout, self.bidirectional
+            )
 
 
 class SparseLSTM(SparseRecurrent):

@@ -232,3 +232,14 @@ def test_surviving_connections_count_rows_and_columns_over_gates():
         model.weight_hh_l0[3 + 2, 2] = 1.0  # gate f: unit 2 <- unit 2 (a self-connection counts twice)
     regularizer = ModuliRegularizer(model, space="torus", seed=0)
     assert regularizer.surviving_connections(0).tolist() == [1.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("learn_geometry", [False, True])
+def test_coefficients_follow_the_model_device(learn_geometry):
+    """A model on another device (meta here; CUDA in tests/compress/test_cuda.py) gets C and its learned coordinates on
+    that device, so the penalty never mixes devices (found on a GPU: the buffers had stayed on the CPU)."""
+    model = nn.RNN(3, 8, nonlinearity="relu", device="meta")
+    regularizer = ModuliRegularizer(model, space="torus", seed=0, learn_geometry=learn_geometry)
+    tensors = list(regularizer.buffers()) + list(regularizer.parameters())
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+    assert regularizer().device.type == "meta"

@@ -43,7 +43,9 @@ def run(layer, x, hx=None):
     out, state = layer(x, hx)
     states = state if isinstance(state, tuple) else (state,)
     # A loss touching the outputs and every final state, with unequal weights so that no gradient cancels.
-    loss = (out * torch.linspace(0.5, 1.5, out.shape[-1], dtype=out.dtype)).sum() + sum((s**2).sum() for s in states)
+    loss = (out * torch.linspace(0.5, 1.5, out.shape[-1], dtype=out.dtype, device=out.device)).sum() + sum(
+        (s**2).sum() for s in states
+    )
     loss.backward()
     return out.detach(), [s.detach() for s in states], x.grad
 
@@ -280,3 +282,18 @@ def test_state_dict_round_trip_uses_component_names():
     clone.load_state_dict(layer.state_dict())
     x = torch.randn(4, 2, 8)
     torch.testing.assert_close(clone(x)[0], layer(x)[0])
+
+
+def test_auto_formulation_follows_the_measured_rule():
+    """CPU: the loop. CUDA: masked while G*H*(n_in+H)/k <= CUDA_MASKED_MAX_ENTRIES (hand-computed sizes below)."""
+    from compress.predefined.recurrent import CUDA_MASKED_MAX_ENTRIES
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    small = SparseLSTM(650, 2288, components=8, input_density=0.125, device="meta")  # 4*2288*2938/8 = 3.36M
+    large = SparseLSTM(1500, 2342, components=2, input_density=0.5, device="meta")  # 4*2342*3842/2 = 17.99M
+    assert 4 * 2288 * 2938 / 8 <= CUDA_MASKED_MAX_ENTRIES < 4 * 2342 * 3842 / 2
+    assert small._resolved_formulation(cuda) == "masked"
+    assert large._resolved_formulation(cuda) == "loop"
+    assert small._resolved_formulation(cpu) == large._resolved_formulation(cpu) == "loop"
+    pinned = SparseLSTM(650, 2288, components=8, input_density=0.125, formulation="loop", device="meta")
+    assert pinned._resolved_formulation(cuda) == "loop"
