@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from service import errors
 from service.auth import KeyCache
-from service.cache import JOB_CACHE_S, TTLCache
+from service.cache import JOB_CACHE_S, SingleFlight, TTLCache
 from service.db import make_engine, make_sessionmaker
 from service.queue import CeleryQueue
 from service.routes import files, jobs, system
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
 
     app.state.key_cache = KeyCache()
     app.state.job_cache = TTLCache(JOB_CACHE_S)
+    app.state.job_reads = SingleFlight()
     app.add_middleware(LatencyMiddleware, histogram=latency)
 
     errors.install(app)
