@@ -105,8 +105,6 @@ def worker_command(concurrency: int = 1) -> list[str]:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.app import create_app
-
     _configure(args)
     _migrate()
     broker = None if get_settings().broker_url else _start_embedded_broker()
@@ -119,7 +117,16 @@ def serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     try:
-        uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning")
+        # The API processes read their settings from the SPARSEQ_* variables set above; no access log (one line
+        # per request, and the hot GET is polled).
+        uvicorn.run(
+            "service.app:create_served_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+        )
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
