@@ -47,7 +47,10 @@ async def get_queue(request: Request):
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit runs when the handler returns, before the response starts. FastAPI's default runs
+# the code after `yield` once the response has been sent, so a client could get 201 for an upload, ask for a job
+# using it at once, and be told the file does not exist.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 QueueDep = Annotated[object, Depends(get_queue)]
 
