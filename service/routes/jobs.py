@@ -62,17 +62,21 @@ def list_jobs(
 async def get_job(job_id: str, key: CurrentKey, request: Request):
     """The route clients poll. A rendered job is reused for JOB_CACHE_S (the worker writes progress about once a
     second, so a poll sees it at most that much later); otherwise one thread-pool hand-off reads it."""
-    cache = request.app.state.job_cache
-    body = cache.get((key.owner, job_id))
+    # (The docstring is the route's OpenAPI description.) Polls of this job that miss the cache while a read is under
+    # way share that read: an expired entry polled by 50 clients costs one hand-off and one query, not 50.
+    state = request.app.state
+    cached = (key.owner, job_id)
+    body = state.job_cache.get(cached)
     if body is None:
 
         def read() -> str:
-            with request.app.state.sessions() as session:
+            with state.sessions() as session:
                 job = job_service.get_job(session, owner=key.owner, job_id=job_id)
-                return job_service.render(job).model_dump_json()
+                body = job_service.render(job).model_dump_json()
+            state.job_cache.put(cached, body)
+            return body
 
-        body = await run_in_threadpool(read)
-        cache.put((key.owner, job_id), body)
+        body = await state.job_reads.run(cached, lambda: run_in_threadpool(read))
     return Response(body, media_type="application/json")
 
 

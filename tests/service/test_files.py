@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from service.models import File
 from tests.service.factories import (
     LIMIT,
     chunked,
@@ -62,6 +66,30 @@ def test_upload_each_purpose_is_processed_with_the_sha256_of_its_bytes(
     assert body["status_details"] is None
     assert store.path(body["sha256"]).read_bytes() == data
     assert leftovers(store) == []
+
+
+def test_the_upload_is_committed_before_its_response_starts(app, alice, lm_bytes, sessions):
+    """A client that got 201 can use the file in its very next request: the request's session commits when the
+    handler returns, not after the response has been sent."""
+    committed_when_answered = []
+
+    async def watched(scope, receive, send):
+        async def watching(message):
+            if message["type"] == "http.response.start":
+                with sessions() as session:  # another connection: sees only what was committed
+                    committed_when_answered.append(session.scalar(select(func.count()).select_from(File)))
+            await send(message)
+
+        await app(scope, receive, watching)
+
+    async def upload() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=watched), base_url="http://sparseq") as http:
+            files = {"file": ("ptb.train.txt", lm_bytes)}
+            return await http.post("/v1/files", headers=alice, files=files, data={"purpose": "lm_text"})
+
+    response = asyncio.run(upload())
+    assert response.status_code == 201, response.text
+    assert committed_when_answered == [1]
 
 
 def test_upload_stats_count_what_was_read(client, alice, lm_bytes, conll_bytes, npz_bytes, weights_bytes):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
 from collections import Counter
 from datetime import timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 
+from service.auth import KeyCache
 from service.models import Artifact, Job, JobEvent, utcnow
 from service.queue import CeleryQueue
 from tests.service.factories import (
@@ -311,6 +314,28 @@ def test_get_an_unknown_job_is_404(client, alice):
     response = client.get("/v1/jobs/job_nope", headers=alice)
     assert response.status_code == 404
     assert response.json() == error("not_found", "no job 'job_nope'", "job_id")
+
+
+def test_concurrent_polls_share_one_key_lookup_and_one_read(app, client, alice):
+    """50 clients poll a job whose cache entries (the key's, the job's) have expired: they wait for one key lookup
+    and one read of the job, not one each, and no poll holds a pooled connection (15 at most) while it waits."""
+    recipe = {"task": {"type": "adding"}, "model": {"cell": "rnn_relu", "hidden_size": 8}, "method": {"type": "dense"}}
+    job = client.post("/v1/jobs", json={"recipe": recipe}, headers=alice).json()
+    app.state.key_cache = KeyCache()  # cold, as when the 5 s entry of a busy key expires
+    statements: list[str] = []
+    event.listen(app.state.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    async def poll(clients: int) -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://sparseq", headers=alice) as http:
+            polls = asyncio.gather(*(http.get(f"/v1/jobs/{job['id']}") for _ in range(clients)))
+            return await asyncio.wait_for(polls, timeout=20)
+
+    responses = asyncio.run(poll(50))
+    assert [r.status_code for r in responses] == [200] * 50
+    assert all(r.json() == job for r in responses)
+    selects = [s.split("FROM ", 1)[1].split()[0] for s in statements if s.lstrip().startswith("SELECT")]
+    assert sorted(selects) == ["api_keys", "jobs"]
 
 
 def test_list_filters_by_status_and_pages_newest_first(client, alice, bob, train_file, lm_bytes):

@@ -114,3 +114,32 @@ def test_ctrl_c_stops_the_worker_and_the_broker(start_server):
     left = {pid: commands[pid] for pid in family if alive(pid)}
     assert not left, f"orphans after Ctrl-C ({time.monotonic() - started:.1f} s): {left}"
     assert code == 0, server.output()
+
+
+def test_api_workers_serve_from_that_many_processes_and_stop_with_ctrl_c(start_server):
+    server = start_server("--api-workers", "2")
+    family = server.family()
+    commands = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in family}
+    api_processes = [pid for pid, command in commands.items() if "spawn_main" in command]  # uvicorn's workers
+    assert len(api_processes) == 2, commands
+    api = server.client()
+    job = api.submit(navigation_recipe(steps_per_epoch=1, epochs=1))
+    for _ in range(20):  # new connections: the kernel spreads them over both processes
+        polled = httpx.get(f"{server.url}/v1/jobs/{job['id']}", headers={"Authorization": f"Bearer {server.key}"})
+        assert polled.status_code == 200 and polled.json()["id"] == job["id"]
+
+    code = server.stop(signal.SIGINT, timeout=30)
+    assert code == 0, server.output()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(pid) for pid in family):
+        time.sleep(0.1)
+    assert not [pid for pid in family if alive(pid)], commands
+
+
+def test_api_workers_must_be_positive(capsys):
+    from service.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--api-workers", "0"])
+    assert exit_.value.code == 2
+    assert "must be 1 or more" in capsys.readouterr().err
