@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.errors import BadRequest, Conflict, NotFound
@@ -89,7 +89,22 @@ def files_in_use(session: Session, owner: str) -> dict[str, str]:
     return used
 
 
+def lock_files(session: Session, file_ids) -> None:
+    """Serialise this transaction with every other one that locks any of these files, until it ends.
+
+    A job's creation checks its files and then commits; a file's deletion checks for live jobs and then commits. Run
+    side by side, each could pass its check before the other committed: a queued job pointing at a deleted file. Both
+    lock the files first, with an UPDATE that changes nothing: PostgreSQL then holds the rows' locks to the end of the
+    transaction, and SQLite (no row locks) its database write lock, so the later reads see the other side committed.
+    """
+    ids = sorted({file_id for file_id in file_ids if file_id})
+    if ids:
+        statement = update(File).where(File.id.in_(ids)).values(purpose=File.purpose)
+        session.execute(statement.execution_options(synchronize_session=False))
+
+
 def delete_file(session: Session, store: BlobStore, *, owner: str, file_id: str) -> None:
+    lock_files(session, [file_id])
     file = get_file(session, owner=owner, file_id=file_id)
     job = files_in_use(session, owner).get(file_id)
     if job is not None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from compress.spec import Recipe, format_validation_error
 from service.errors import BadRequest, Conflict, NotFound, Unprocessable
-from service.files import get_file
+from service.files import get_file, lock_files
 from service.models import TERMINAL, Artifact, Job, JobEvent, utcnow
 from service.schemas import ArtifactObject, EventObject, JobCreate, JobError, JobObject, unix
 
@@ -123,6 +123,7 @@ def create_job(session: Session, *, owner: str, body: JobCreate, idempotency_key
         if existing is not None:
             return _replay(existing, digest), False
     recipe = parse_recipe(body.recipe)
+    lock_files(session, [*body.files.values(), recipe.init_from])  # no delete slips between the checks and the commit
     _check_files(session, owner, recipe, body.files)
     job = Job(
         owner=owner,

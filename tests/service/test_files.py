@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import threading
 
 import httpx
 import numpy as np
@@ -12,6 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+import service.jobs as job_service
+from service.db import session_scope
+from service.errors import Conflict
+from service.files import delete_file
 from service.models import File
 from tests.service.factories import (
     LIMIT,
@@ -412,6 +417,39 @@ def test_delete_is_refused_while_a_queued_job_uses_the_file(client, alice, train
 
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=alice).json()["status"] == "cancelled"
     assert client.delete(f"/v1/files/{file_id}", headers=alice).status_code == 200
+
+
+def test_a_delete_during_a_job_creation_waits_for_it_and_is_refused(
+    client, alice, train_file, sessions, store, monkeypatch
+):
+    """The worst interleaving: a delete arrives after the job's file checks passed and before its commit. It must wait
+    for the job and refuse (409), not leave a queued job whose file is gone (before the fix it deleted at once)."""
+    file_id = train_file["id"]
+    outcome: dict[str, object] = {}
+
+    def delete_meanwhile() -> None:
+        try:
+            with session_scope(sessions) as session:
+                delete_file(session, store, owner="alice", file_id=file_id)
+            outcome["deleted"] = True
+        except Conflict as refused:
+            outcome["refused"] = refused.message
+
+    checks = job_service._check_files
+
+    def checks_then_a_delete(*args) -> None:
+        checks(*args)
+        outcome["thread"] = thread = threading.Thread(target=delete_meanwhile)
+        thread.start()
+        thread.join(timeout=1.0)  # an unlocked delete commits well within this
+
+    monkeypatch.setattr(job_service, "_check_files", checks_then_a_delete)
+    job = create_job_ok(client, alice, file_id)
+    outcome["thread"].join(timeout=30)
+    assert "deleted" not in outcome
+    assert outcome["refused"] == f"file {file_id} is used by {job['id']}, which has not finished"
+    assert client.get(f"/v1/files/{file_id}", headers=alice).status_code == 200
+    assert store.path(train_file["sha256"]).exists()
 
 
 def test_another_owner_gets_404_on_every_file_route(client, alice, bob, lm_bytes):
