@@ -30,6 +30,10 @@ tables are in benchmarks/results/):
   7.85 +- 0.18, no regulariser 7.87 +- 0.31 cm (3000 steps, 2 seeds). Unregularised pruning does not fail here
   (the paper: 78.6 cm at 4096 units), so there is no failure for the geometry to prevent; the paper scale
   (``--paper-scale``, GPU hours) remains the test of the claim.
+- Higher sparsity (1000 steps): at 95% torus DoG is the best sparse variant but not clearly, and Klein is not (3 seeds:
+  torus 31.40 +- 0.98, circle 32.22, permuted 32.23, Klein 33.66, plain L1 33.74, none 33.81, sphere 33.87 cm; lottery
+  re-init 35.5-36.5 cm for torus, Klein and permuted alike); at 98% torus and permuted tie (35.93 cm, 2 seeds) ahead of
+  L1 and none (38.8, 38.6 +- 3-4 cm).
 
     python benchmarks/moduli_navigation.py                    # CPU scale (see --help), 3 seeds
     python benchmarks/moduli_navigation.py --paper-scale      # 4096 units, batch 200, 30k steps: GPU only
