@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
@@ -43,7 +44,10 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 async def upload_file(request: Request, key: CurrentKey, session: SessionDep, store: StoreDep, settings: SettingsDep):
     """Upload a dataset or weights (streamed, size-limited); it is validated for its purpose before it is listed."""
     upload = await receive_upload(request, store, settings.max_upload_bytes)
-    return file_service.render(file_service.create_file(session, store, owner=key.owner, upload=upload))
+    # Validation reads the whole file (seconds for a large corpus) and the row is written to the database: both off
+    # the event loop, so that the process's other requests (the polled GET /v1/jobs/{id}) are not held up meanwhile.
+    file = await run_in_threadpool(file_service.create_file, session, store, owner=key.owner, upload=upload)
+    return file_service.render(file)
 
 
 @router.get("", response_model=ListObject[FileObject], responses=responses(400, 401))

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+import service.files as file_service
 import service.jobs as job_service
 from service.db import session_scope
 from service.errors import Conflict
@@ -95,6 +97,38 @@ def test_the_upload_is_committed_before_its_response_starts(app, alice, lm_bytes
     response = asyncio.run(upload())
     assert response.status_code == 201, response.text
     assert committed_when_answered == [1]
+
+
+def test_a_slow_validation_does_not_hold_up_other_requests(app, alice, lm_bytes, monkeypatch):
+    """Validating a large upload takes seconds; meanwhile the same process keeps answering (it used to run on the
+    event loop, so every other request of the process waited for it)."""
+    validate = file_service.validate_content
+
+    def slow_validate(*args):
+        time.sleep(1.0)
+        return validate(*args)
+
+    monkeypatch.setattr(file_service, "validate_content", slow_validate)
+    finished: list[str] = []
+
+    async def both() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sparseq") as http:
+
+            async def upload() -> None:
+                files = {"file": ("ptb.train.txt", lm_bytes)}
+                response = await http.post("/v1/files", headers=alice, files=files, data={"purpose": "lm_text"})
+                assert response.status_code == 201, response.text
+                finished.append("upload")
+
+            async def health() -> None:
+                await asyncio.sleep(0.2)  # the upload is being validated by now
+                assert (await http.get("/healthz")).status_code == 200
+                finished.append("healthz")
+
+            await asyncio.gather(upload(), health())
+
+    asyncio.run(both())
+    assert finished == ["healthz", "upload"]
 
 
 def test_upload_stats_count_what_was_read(client, alice, lm_bytes, conll_bytes, npz_bytes, weights_bytes):
