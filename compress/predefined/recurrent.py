@@ -14,11 +14,11 @@ benchmarks/predefined_speed.py measured fastest (seq 35, batch 20, dense n = 200
   step, custom backward) ran 2.5-3.4x slower than the fused kernels and was not kept. On CUDA each cuDNN call costs
   about the same latency whatever its size, so the loop costs ~k times one call.
 - ``"masked"``: the dense-equivalent weights assembled from the components (one scatter each), one native call for all
-  layers. On an H100 it is 1.4-3.6x faster than the loop while the dense-equivalent layer is small per component
+  layers. On an H100 it is as fast as the loop to 3.6x faster while the dense-equivalent layer is small per component
   (n = 200, 650), and up to 1.3x slower when it is large (n = 1500: H_s = 2342-5290); "auto" switches at
   ``CUDA_MASKED_MAX_ENTRIES`` weight entries per component.
 
-Running the loop's components on separate CUDA streams was measured too: 3-20% slower than the plain loop (the
+Running the loop's components on separate CUDA streams was measured too: 2-21% slower than the plain loop (the
 per-call host work, not the GPU, is the bottleneck), so it was not kept.
 """
 
