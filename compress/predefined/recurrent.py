@@ -99,6 +99,12 @@ class SparseRecurrent(nn.Module):
         for layer in range(num_layers):
             n_in = input_size if layer == 0 else hidden_size * directions
             self.layouts.append(LayerLayout.build(n_in, hidden_size, ks[layer], deltas[layer]))
+        # What "auto" means on CUDA, fixed by the layouts (so not re-derived on every forward): see the docstring.
+        per_component = max(
+            self.gates * layout.hidden_size * (layout.input_size + layout.hidden_size) / layout.components
+            for layout in self.layouts
+        )
+        self._cuda_auto = "masked" if per_component <= CUDA_MASKED_MAX_ENTRIES else "loop"
         factory = {"device": device, "dtype": dtype}
         for layer, layout in enumerate(self.layouts):
             for suffix in self._suffixes:
@@ -309,13 +315,7 @@ class SparseRecurrent(nn.Module):
         """ "auto": the loop on CPU; on CUDA the masked layer unless it is large per component (see the docstring)."""
         if self.formulation != "auto":
             return self.formulation
-        if device.type != "cuda":
-            return "loop"
-        entries = max(
-            self.gates * layout.hidden_size * (layout.input_size + layout.hidden_size) / layout.components
-            for layout in self.layouts
-        )
-        return "masked" if entries <= CUDA_MASKED_MAX_ENTRIES else "loop"
+        return self._cuda_auto if device.type == "cuda" else "loop"
 
     def _initial_states(self, hx, batch: int, data: Tensor, unbatched: bool, sorted_indices) -> list[Tensor]:
         expected = (self.num_layers * len(self._suffixes), batch, self.hidden_size)
@@ -386,12 +386,8 @@ class SparseRecurrent(nn.Module):
             for suffix in self._suffixes
             for w in self._assemble(layer, suffix, "weights")
         ]
-        if not data.is_cuda:
-            return self._call_native(
-                data, batch_sizes, states, params, self.num_layers, self.dropout, self.bidirectional
-            )
-        # cuDNN copies freshly assembled weights into its own layout, which is inherent to this formulation (and
-        # measured in the benchmark): its advice to call flatten_parameters() would mislead, so it is not shown.
+        # On CUDA, cuDNN copies freshly assembled weights into its own layout, which is inherent to this formulation
+        # (and measured in the benchmark): its advice to call flatten_parameters() would mislead, so it is not shown.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
             return self._call_native(
