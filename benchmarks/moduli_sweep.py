@@ -12,8 +12,6 @@ Each variant of each line runs as its own process (better packing on many cores)
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import shlex
 import statistics
@@ -26,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from moduli_navigation import print_ordering  # noqa: E402
+from moduli_navigation import ordering, parse  # noqa: E402
 
 
 def run_one(index: int, variant: str, arguments: str, out: Path, device: str, timeout: float) -> dict:
@@ -63,8 +61,7 @@ def summarise(runs: list[dict]) -> None:
         if not run["errors"]:
             continue
         means = [statistics.mean(run["errors"][v]) if v in run["errors"] else float("nan") for v in variants]
-        with contextlib.redirect_stdout(io.StringIO()):
-            verdict = print_ordering(run["errors"])
+        verdict = ordering(run["errors"])
         passed = f"{sum(verdict.values())}/{len(verdict)}"
         torus = run["diagnostics"].get("torus_dog", [])
         kept = statistics.mean(d["whh_kept"] for d in torus) if torus else float("nan")
@@ -88,13 +85,9 @@ def main() -> None:
     lines = [line.split("#")[0].strip() for line in args.grid.read_text().splitlines()]
     grid = [(line, args.variants) for line in lines if line]
     args.out.mkdir(parents=True, exist_ok=True)
-    # Longest first (more --steps), so the pool's tail is short.
-    tasks = sorted(
-        [(i, v, line) for i, (line, variants) in enumerate(grid) for v in variants],
-        key=lambda task: (
-            -int(shlex.split(task[2])[shlex.split(task[2]).index("--steps") + 1]) if "--steps" in task[2] else 0
-        ),
-    )
+    # Longest first (more --steps), so the pool's tail is short; the steps as moduli_navigation.py reads them.
+    tasks = [(i, v, line) for i, (line, variants) in enumerate(grid) for v in variants]
+    tasks.sort(key=lambda task: -parse(shlex.split(task[2])).steps)
     print(f"{len(grid)} settings x {len(args.variants)} variants, {args.jobs} at a time on {args.device}", flush=True)
     started = time.time()
 
