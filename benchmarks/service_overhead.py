@@ -139,7 +139,8 @@ def run_service(client: httpx.Client, spec: dict, files: dict[str, str]) -> tupl
     return finished - started, running - submitted, job
 
 
-async def get_latency(url: str, key: str, job_id: str, clients: int, requests: int) -> tuple[list[float], float]:
+async def httpx_latency(url: str, key: str, job_id: str, clients: int, requests: int) -> dict[str, float]:
+    """The same summary as wrk_latency, from httpx.AsyncClient tasks in this process."""
     latencies: list[float] = []
     remaining = iter(range(requests))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -155,7 +156,13 @@ async def get_latency(url: str, key: str, job_id: str, clients: int, requests: i
 
         started = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
-    return latencies, time.perf_counter() - started
+    wall = time.perf_counter() - started
+    return {
+        "p50": percentile(latencies, 0.50),
+        "p99": percentile(latencies, 0.99),
+        "requests": len(latencies),
+        "rate": len(latencies) / wall,
+    }
 
 
 WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
@@ -227,15 +234,7 @@ def main() -> None:
             if generator == "wrk":
                 get = wrk_latency(server.url, server.key, job["id"], args.clients, args.duration, directory)
             else:
-                latencies, wall = asyncio.run(
-                    get_latency(server.url, server.key, job["id"], args.clients, args.requests)
-                )
-                get = {
-                    "p50": percentile(latencies, 0.50),
-                    "p99": percentile(latencies, 0.99),
-                    "requests": len(latencies),
-                    "rate": len(latencies) / wall,
-                }
+                get = asyncio.run(httpx_latency(server.url, server.key, job["id"], args.clients, args.requests))
         finally:
             server.stop()
 
