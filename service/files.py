@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import BadRequest, Conflict, NotFound
 from service.models import LIVE, Artifact, File, Job, utcnow
@@ -103,15 +103,24 @@ def lock_files(session: Session, file_ids) -> None:
         session.execute(statement.execution_options(synchronize_session=False))
 
 
-def delete_file(session: Session, store: BlobStore, *, owner: str, file_id: str) -> None:
+def delete_file(session: Session, *, owner: str, file_id: str) -> str:
+    """Mark the file deleted; returns its blob's sha256 for :func:`release_blob`, which must run after the commit."""
     lock_files(session, [file_id])
     file = get_file(session, owner=owner, file_id=file_id)
     job = files_in_use(session, owner).get(file_id)
     if job is not None:
         raise Conflict(f"file {file_id} is used by {job}, which has not finished", param="file_id", code="file_in_use")
     file.deleted_at = utcnow()
-    session.flush()
-    still_used = session.scalar(select(File.id).where(File.sha256 == file.sha256, File.deleted_at.is_(None)))
-    artifact = session.scalar(select(Artifact.id).where(Artifact.sha256 == file.sha256))
+    return file.sha256
+
+
+def release_blob(sessions: sessionmaker[Session], store: BlobStore, sha256: str) -> None:
+    """Delete a blob that no live file and no artifact refers to any more, as committed.
+
+    Run after the deletion committed, never inside it: a commit that fails then leaves the file and its bytes.
+    """
+    with sessions() as session:
+        still_used = session.scalar(select(File.id).where(File.sha256 == sha256, File.deleted_at.is_(None)))
+        artifact = session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256))
     if still_used is None and artifact is None:
-        store.delete(file.sha256)
+        store.delete(sha256)

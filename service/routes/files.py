@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
@@ -76,6 +76,10 @@ def file_content(file_id: str, key: CurrentKey, session: SessionDep, store: Stor
 
 
 @router.delete("/{file_id}", response_model=DeletedObject, responses=responses(401, 404, 409))
-def delete_file(file_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
-    file_service.delete_file(session, store, owner=key.owner, file_id=file_id)
+def delete_file(
+    file_id: str, key: CurrentKey, session: SessionDep, store: StoreDep, request: Request, after: BackgroundTasks
+):
+    """The file is gone at once; its bytes are removed once the deletion has committed (if nothing else uses them)."""
+    sha256 = file_service.delete_file(session, owner=key.owner, file_id=file_id)
+    after.add_task(file_service.release_blob, request.app.state.sessions, store, sha256)
     return DeletedObject(id=file_id, object="file")

@@ -425,6 +425,26 @@ def test_delete_then_everything_is_404_and_the_blob_is_gone(client, alice, store
     assert not store.path(created["sha256"]).exists()
 
 
+def test_a_delete_whose_commit_fails_keeps_the_file_and_its_bytes(app, alice, store, lm_bytes, monkeypatch):
+    """The bytes go only after the deletion committed: before, they were removed inside the transaction, so a failed
+    commit (SQLite's 'database is locked', say) left a listed file whose content was gone."""
+    import service.deps
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = upload_ok(client, alice, lm_bytes)
+
+        def failing_commit(session) -> None:
+            service.deps.rollback_and_close(session)
+            raise RuntimeError("database is locked")
+
+        monkeypatch.setattr(service.deps, "commit_and_close", failing_commit)
+        assert client.delete(f"/v1/files/{created['id']}", headers=alice).status_code == 500
+        monkeypatch.undo()
+        response = client.get(f"/v1/files/{created['id']}/content", headers=alice)
+    assert response.status_code == 200
+    assert response.content == lm_bytes
+
+
 def test_deleting_one_of_two_identical_uploads_keeps_the_shared_blob(client, alice, bob, store, lm_bytes):
     first = upload_ok(client, alice, lm_bytes)
     second = upload_ok(client, bob, lm_bytes)
@@ -464,7 +484,7 @@ def test_a_delete_during_a_job_creation_waits_for_it_and_is_refused(
     def delete_meanwhile() -> None:
         try:
             with session_scope(sessions) as session:
-                delete_file(session, store, owner="alice", file_id=file_id)
+                delete_file(session, owner="alice", file_id=file_id)
             outcome["deleted"] = True
         except Conflict as refused:
             outcome["refused"] = refused.message
