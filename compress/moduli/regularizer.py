@@ -323,7 +323,7 @@ class ModuliRegularizer(nn.Module):
                 matrices[weight.group] = self.group_coefficients(weight.group)
             tensor = getattr(weight.module, weight.attribute)
             lo, hi = weight.offset, weight.offset + weight.size
-            block = matrices[weight.group][lo:hi, lo:hi].to(device=tensor.device, dtype=tensor.dtype)
+            block = matrices[weight.group][lo:hi, lo:hi].to(tensor.dtype)
             per_gate = self._magnitude(tensor).view(weight.gates, weight.size, weight.size)
             term = (per_gate * block).sum() / (weight.gates * weight.width * weight.width)
             term = term * (self.strength * self._width_factor(weight.width, 1.0))
