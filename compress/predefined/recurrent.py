@@ -11,8 +11,11 @@ benchmarks/predefined_speed.py measured fastest (seq 35, batch 20, dense n = 200
 - ``"loop"``: one fused native call per component (oneDNN on CPU, cuDNN on CUDA), both directions at once. On CPU it
   is the fastest correct formulation found: 1.5-9x faster than the masked dense layer (which pays for all the zeros)
   and level with the authors' k separate nn.LSTM modules. A hand-written grouped BPTT (batched matrix products per time
-  step, custom backward) ran 2.5-3.4x slower than the fused kernels and was not kept. On CUDA each cuDNN call costs
-  about the same latency whatever its size, so the loop costs ~k times one call.
+  step, custom backward) ran 2.5-3.4x slower than the fused kernels and was not kept. Against the dense layer of
+  equal parameters it costs 1.29-2.21x at n = 200, 1.04-1.39x at n = 650 and 0.87-0.94x at n = 1500 (2-core CPU): the
+  sparse layer has 1.56-3.5x the hidden units, and benchmarks/predefined_floor.py measures the fused kernel's cost per
+  unit, which alone puts the best reachable ratio at 1.11-1.47 (n = 200). On CUDA each cuDNN call costs about the
+  same latency whatever its size, so the loop costs ~k times one call.
 - ``"masked"``: the dense-equivalent weights assembled from the components (one scatter each), one native call for all
   layers. On an H100 it is as fast as the loop to 3.6x faster while the dense-equivalent layer is small per component
   (n = 200, 650), and up to 1.3x slower when it is large (n = 1500: H_s = 2342-5290); "auto" switches at
