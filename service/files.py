@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from service.db import session_scope
 from service.errors import BadRequest, Conflict, NotFound
 from service.models import LIVE, Artifact, File, Job, utcnow
 from service.schemas import FileObject, unix
@@ -55,8 +56,13 @@ def create_file(session: Session, store: BlobStore, *, owner: str, upload: Uploa
     if purpose not in PURPOSES:
         upload.temporary.unlink(missing_ok=True)
         raise BadRequest(f"purpose must be one of {list(PURPOSES)}, got {purpose!r}", param="purpose")
-    path = store.commit(upload.temporary, upload.sha256)
-    ok, detail, stats = validate_content(purpose, path)
+    try:  # validated before the blob lock is taken: reading a large corpus takes seconds
+        ok, detail, stats = validate_content(purpose, upload.temporary)
+    except BaseException:
+        upload.temporary.unlink(missing_ok=True)
+        raise
+    lock_blob(session, upload.sha256)
+    store.commit(upload.temporary, upload.sha256)
     file = File(
         owner=owner,
         purpose=purpose,
@@ -114,13 +120,30 @@ def delete_file(session: Session, *, owner: str, file_id: str) -> str:
     return file.sha256
 
 
+def lock_blob(session: Session, sha256: str) -> None:
+    """Serialise this transaction with every other one that locks this blob, until it ends.
+
+    The store is shared by content: an upload (or a job's artifact) of the same bytes as a file being deleted reuses
+    its blob. Unlocked, the deletion could find no reference, the upload then commit its row on the existing blob, and
+    the deletion remove the bytes under it. Whoever places a blob and records its reference, and whoever checks the
+    references and removes it, hold this lock throughout: PostgreSQL an advisory lock on the digest, SQLite its
+    database write lock (taken by an UPDATE that changes nothing, as in :func:`lock_files`).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(sha256[:15], 16)})
+    else:
+        statement = update(File).where(File.sha256 == sha256).values(purpose=File.purpose)
+        session.execute(statement.execution_options(synchronize_session=False))
+
+
 def release_blob(sessions: sessionmaker[Session], store: BlobStore, sha256: str) -> None:
     """Delete a blob that no live file and no artifact refers to any more, as committed.
 
     Run after the deletion committed, never inside it: a commit that fails then leaves the file and its bytes.
     """
-    with sessions() as session:
+    with session_scope(sessions) as session:
+        lock_blob(session, sha256)
         still_used = session.scalar(select(File.id).where(File.sha256 == sha256, File.deleted_at.is_(None)))
         artifact = session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256))
-    if still_used is None and artifact is None:
-        store.delete(sha256)
+        if still_used is None and artifact is None:
+            store.delete(sha256)

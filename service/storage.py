@@ -43,8 +43,11 @@ class BlobStore:
             os.replace(temporary, final)
         return final
 
-    def put_chunks(self, chunks: Iterable[bytes], *, limit: int | None = None) -> tuple[str, int]:
-        """Stream chunks into the store; raises TooLarge (and leaves nothing behind) past ``limit`` bytes."""
+    def stage_chunks(self, chunks: Iterable[bytes], *, limit: int | None = None) -> tuple[Path, str, int]:
+        """Stream chunks into a temporary file of the store: (its path, sha256, size), for :meth:`commit` to place.
+
+        Raises TooLarge (and leaves nothing behind) past ``limit`` bytes.
+        """
         digest, size = hashlib.sha256(), 0
         descriptor, temporary = self.temporary()
         try:
@@ -58,13 +61,17 @@ class BlobStore:
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
-        sha = digest.hexdigest()
+        return temporary, digest.hexdigest(), size
+
+    def stage_file(self, source: str | Path) -> tuple[Path, str, int]:
+        with open(source, "rb") as handle:
+            return self.stage_chunks(iter(lambda: handle.read(CHUNK), b""))
+
+    def put_chunks(self, chunks: Iterable[bytes], *, limit: int | None = None) -> tuple[str, int]:
+        """Stage and commit at once. The service commits under its blob lock instead (service.files.lock_blob)."""
+        temporary, sha, size = self.stage_chunks(chunks, limit=limit)
         self.commit(temporary, sha)
         return sha, size
-
-    def put_file(self, source: str | Path) -> tuple[str, int]:
-        with open(source, "rb") as handle:
-            return self.put_chunks(iter(lambda: handle.read(CHUNK), b""))
 
     def copy_to(self, sha256: str, destination: str | Path) -> Path:
         shutil.copyfile(self.path(sha256), destination)

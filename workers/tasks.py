@@ -20,6 +20,7 @@ from sqlalchemy import or_, select, update
 
 import compress.pipeline  # noqa: F401  - import torch and the library when the worker starts, not on its first job
 from service.db import make_engine, make_sessionmaker, session_scope
+from service.files import lock_blob
 from service.models import Artifact, Job, JobEvent, utcnow
 from service.queue import TASK_NAME
 from service.settings import get_settings
@@ -198,31 +199,33 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         state_path=work / "training-state.pt",
         progress_every=1.0,
     )
+    staged: list[tuple[Path, Path, str, int]] = []  # (artifact, its staged copy in the store, sha256, bytes)
     try:
         heartbeat.start()
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             data = _materialise(store, sessions, job, Path(scratch))
             recipe = Recipe.model_validate(job.recipe)
             result = compress.run(recipe, data, callbacks, output_dir=work / "output")
-        artifacts = []
-        for path in result.files:
-            sha, size = store.put_file(path)
-            artifacts.append(
-                Artifact(
-                    job_id=job_id,
-                    owner=job.owner,
-                    kind=ARTIFACT_KINDS.get(path.suffix, "file"),
-                    filename=path.name,
-                    bytes=size,
-                    sha256=sha,
-                )
-            )
         metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
         metrics["sparsity"] = result.report["parameters"]["sparsity"]
         metrics["checkpoint_bytes"] = result.report["checkpoint_bytes"]
+        for path in result.files:
+            staged.append((path, *store.stage_file(path)))
         with session_scope(sessions) as session:
             session.query(Artifact).filter(Artifact.job_id == job_id).delete()  # a redelivered run replaces them
-            session.add_all(artifacts)
+            for path, temporary, sha, size in staged:
+                lock_blob(session, sha)  # a file of the same bytes may be being deleted (see lock_blob)
+                store.commit(temporary, sha)
+                session.add(
+                    Artifact(
+                        job_id=job_id,
+                        owner=job.owner,
+                        kind=ARTIFACT_KINDS.get(path.suffix, "file"),
+                        filename=path.name,
+                        bytes=size,
+                        sha256=sha,
+                    )
+                )
         _finish(sessions, job_id, status="succeeded", progress=1.0, metrics=metrics)
         outcome = "succeeded"
     except Cancelled:
@@ -235,6 +238,8 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         outcome = "failed"
     finally:
         heartbeat.stop()
+        for _, temporary, _, _ in staged:  # placed by a commit, or left over by a failure before it
+            temporary.unlink(missing_ok=True)
     # Only a finished job loses its work directory: one interrupted by the worker's shutdown (a BaseException, which
     # passes through above) keeps its training state for the redelivery to resume from.
     shutil.rmtree(work, ignore_errors=True)

@@ -506,6 +506,37 @@ def test_a_delete_during_a_job_creation_waits_for_it_and_is_refused(
     assert store.path(train_file["sha256"]).exists()
 
 
+def test_an_upload_of_the_same_bytes_during_a_blob_release_keeps_its_content(
+    client, alice, sessions, store, lm_bytes, monkeypatch
+):
+    """The worst interleaving: a blob's last file was deleted and its release found no reference; the same bytes are
+    uploaded just before it removes them. The upload must wait and place the bytes again (before the fix it reused
+    the blob, which the release then removed: a listed file whose content was gone)."""
+    first = upload_ok(client, alice, lm_bytes)
+    with session_scope(sessions) as session:
+        delete_file(session, owner="alice", file_id=first["id"])
+    outcome: dict[str, object] = {}
+    remove = store.delete
+
+    def an_upload_then_remove(sha256: str) -> None:
+        def upload_meanwhile() -> None:
+            outcome["response"] = upload(client, alice, lm_bytes)
+
+        outcome["thread"] = thread = threading.Thread(target=upload_meanwhile)
+        thread.start()
+        thread.join(timeout=1.0)  # an unlocked upload commits well within this
+        remove(sha256)
+
+    monkeypatch.setattr(store, "delete", an_upload_then_remove)
+    file_service.release_blob(sessions, store, first["sha256"])
+    outcome["thread"].join(timeout=30)
+    response = outcome["response"]
+    assert response.status_code == 201, response.text
+    content = client.get(f"/v1/files/{response.json()['id']}/content", headers=alice)
+    assert content.status_code == 200
+    assert content.content == lm_bytes
+
+
 def test_another_owner_gets_404_on_every_file_route(client, alice, bob, lm_bytes):
     created = upload_ok(client, alice, lm_bytes)
     file_id = created["id"]
