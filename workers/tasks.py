@@ -20,7 +20,7 @@ from sqlalchemy import or_, select, update
 
 import compress.pipeline  # noqa: F401  - import torch and the library when the worker starts, not on its first job
 from service.db import make_engine, make_sessionmaker, session_scope
-from service.files import lock_blob
+from service.files import lock_blob, release_blob
 from service.models import Artifact, Job, JobEvent, utcnow
 from service.queue import TASK_NAME
 from service.settings import get_settings
@@ -212,7 +212,9 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         for path in result.files:
             staged.append((path, *store.stage_file(path)))
         with session_scope(sessions) as session:
-            session.query(Artifact).filter(Artifact.job_id == job_id).delete()  # a redelivered run replaces them
+            # A redelivered run replaces the artifacts of an earlier one; their blobs are released after the commit.
+            replaced = set(session.scalars(select(Artifact.sha256).where(Artifact.job_id == job_id)))
+            session.query(Artifact).filter(Artifact.job_id == job_id).delete()
             for path, temporary, sha, size in staged:
                 lock_blob(session, sha)  # a file of the same bytes may be being deleted (see lock_blob)
                 store.commit(temporary, sha)
@@ -226,6 +228,8 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
                         sha256=sha,
                     )
                 )
+        for sha in replaced - {sha for *_, sha, _ in staged}:
+            release_blob(sessions, store, sha)
         _finish(sessions, job_id, status="succeeded", progress=1.0, metrics=metrics)
         outcome = "succeeded"
     except Cancelled:

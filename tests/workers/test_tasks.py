@@ -102,6 +102,26 @@ def test_a_stale_running_job_is_taken_over_and_counted(world):
     assert any("resuming" in message for message in events(sessions, job_id))
 
 
+def test_a_redelivered_run_replaces_the_artifacts_and_releases_their_unused_blobs(world):
+    settings, sessions, store = world
+    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
+    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
+    only_old, shared = store.put_chunks([b"the earlier run's checkpoint"])[0], store.put_chunks([b"also a file"])[0]
+    with session_scope(sessions) as session:
+        for sha in (only_old, shared):
+            session.add(Artifact(job_id=job_id, owner="alice", kind="file", filename=sha, bytes=1, sha256=sha))
+        session.add(File(owner="alice", purpose="weights", filename="f", bytes=1, sha256=shared, status="processed"))
+
+    assert tasks.run_job(job_id) == "succeeded"
+    with sessions() as session:
+        artifacts = list(session.query(Artifact).filter_by(job_id=job_id))
+    assert {a.sha256 for a in artifacts}.isdisjoint({only_old, shared})
+    assert all(store.exists(a.sha256) for a in artifacts)
+    assert not store.exists(only_old)  # nothing refers to it any more
+    assert store.exists(shared)  # a live file still does
+    assert list((store.root / "tmp").iterdir()) == []  # every staged copy was placed
+
+
 def test_gives_up_after_max_attempts(world):
     settings, sessions, _ = world
     stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
