@@ -6,6 +6,7 @@ sparseqd serve --api-workers 2  two API processes (more requests per second; eac
 sparseqd create-key NAME       prints a new API key once (only its hash is stored)
 sparseqd migrate               upgrade the database to the newest schema
 sparseqd worker                a Celery worker for the configured broker and database
+sparseqd gc [--dry-run]        remove unreferenced blobs, stale upload leftovers and finished jobs' work directories
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def _create_key(name: str, owner: str | None) -> str:
     with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as session:
         _, plain = create_key(session, owner=owner or name, name=name, secret=settings.secret_key)
     return plain
+
+
+def _collect_garbage(dry_run: bool, temporary_age_s: float) -> str:
+    from service.db import make_engine, make_sessionmaker
+    from service.maintenance import collect
+    from service.storage import BlobStore
+
+    settings = get_settings()
+    sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
+    store = BlobStore(settings.resolved_blob_dir)
+    collected = collect(sessions, store, settings.data_dir / "work", temporary_age_s=temporary_age_s, dry_run=dry_run)
+    return collected.describe(dry_run)
 
 
 def _has_keys() -> bool:
@@ -149,7 +162,7 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sparseqd", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("serve", "create-key", "migrate", "worker"):
+    for name in ("serve", "create-key", "migrate", "worker", "gc"):
         sub = commands.add_parser(name)
         sub.add_argument("--data-dir", type=Path, help="where the database, blobs and broker live (default ./var)")
         sub.add_argument("--database-url", help="e.g. postgresql+psycopg://user@host/db (default: SQLite)")
@@ -163,6 +176,14 @@ def main(argv: list[str] | None = None) -> None:
                 default=1,
                 help="API processes (default 1); polled jobs and valid keys are cached per process",
             )
+        if name == "gc":
+            sub.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+            sub.add_argument(
+                "--temporary-age-hours",
+                type=float,
+                default=24.0,
+                help="staged upload files older than this are leftovers (default 24; younger ones may be in flight)",
+            )
         if name == "create-key":
             sub.add_argument("name")
             sub.add_argument("--owner", help="who owns what this key creates (default: NAME)")
@@ -173,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         _configure(args)
         _migrate()
         print(_create_key(args.name, args.owner))
+    elif args.command == "gc":
+        _configure(args)
+        _migrate()
+        print(_collect_garbage(args.dry_run, args.temporary_age_hours * 3600))
     elif args.command == "migrate":
         _configure(args)
         _migrate()

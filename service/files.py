@@ -136,8 +136,8 @@ def lock_blob(session: Session, sha256: str) -> None:
         session.execute(statement.execution_options(synchronize_session=False))
 
 
-def release_blob(sessions: sessionmaker[Session], store: BlobStore, sha256: str) -> None:
-    """Delete a blob that no live file and no artifact refers to any more, as committed.
+def release_blob(sessions: sessionmaker[Session], store: BlobStore, sha256: str) -> bool:
+    """Delete a blob that no live file and no artifact refers to any more, as committed; True if it was deleted.
 
     Run after the deletion committed, never inside it: a commit that fails then leaves the file and its bytes.
     """
@@ -145,5 +145,7 @@ def release_blob(sessions: sessionmaker[Session], store: BlobStore, sha256: str)
         lock_blob(session, sha256)
         still_used = session.scalar(select(File.id).where(File.sha256 == sha256, File.deleted_at.is_(None)))
         artifact = session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256))
-        if still_used is None and artifact is None:
-            store.delete(sha256)
+        if still_used is not None or artifact is not None:
+            return False
+        store.delete(sha256)
+        return True

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from service import migrate
-from tests.service import test_auth, test_files, test_jobs, test_system_routes
+from tests.service import test_auth, test_files, test_jobs, test_maintenance, test_system_routes
 
 pytestmark = [
     pytest.mark.skipif(
@@ -142,6 +142,7 @@ test_file_delete = test_files.test_delete_then_everything_is_404_and_the_blob_is
 test_file_delete_in_use = test_files.test_delete_is_refused_while_a_queued_job_uses_the_file
 test_file_delete_race = test_files.test_a_delete_during_a_job_creation_waits_for_it_and_is_refused
 test_blob_release_race = test_files.test_an_upload_of_the_same_bytes_during_a_blob_release_keeps_its_content
+test_gc_blobs = test_maintenance.test_only_blobs_nothing_refers_to_are_removed
 test_file_other_owner = test_files.test_another_owner_gets_404_on_every_file_route
 
 test_job_create = test_jobs.test_create_commits_a_queued_job_and_puts_exactly_one_message_on_the_broker

@@ -1,0 +1,85 @@
+"""Garbage collection of the blob store and the workers' work directories (``sparseqd gc``).
+
+What is collected, and why it can be there:
+- blobs no live file and no artifact refers to: a database commit that failed after its blob was placed, or bytes kept
+  by a crash between a deletion's commit and its release. Each is removed under its blob lock
+  (:func:`service.files.release_blob`), so an upload of the same bytes that is under way is never robbed;
+- staged temporary files older than ``temporary_age_s``: uploads cut off mid-stream by a killed process (a younger one
+  may be an upload in progress);
+- work directories of jobs that are finished or gone: a worker keeps an interrupted job's directory so that the
+  redelivery resumes from its training state, and the directory outlives the job if it then ends elsewhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.files import release_blob
+from service.models import Artifact, File, Job
+from service.storage import BlobStore
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Collected:
+    blobs: list[str] = field(default_factory=list)
+    blob_bytes: int = 0
+    temporaries: list[Path] = field(default_factory=list)
+    work_dirs: list[Path] = field(default_factory=list)
+
+    def describe(self, dry_run: bool) -> str:
+        verb = "would remove" if dry_run else "removed"
+        return (
+            f"{verb} {len(self.blobs)} unreferenced blobs ({self.blob_bytes:,} bytes), "
+            f"{len(self.temporaries)} stale temporary files, {len(self.work_dirs)} work directories of finished jobs"
+        )
+
+
+def collect(
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    work_root: Path | None,
+    *,
+    temporary_age_s: float = 24 * 3600,
+    dry_run: bool = False,
+) -> Collected:
+    collected = Collected()
+    with sessions() as session:
+        referenced = set(session.scalars(select(File.sha256).where(File.deleted_at.is_(None))))
+        referenced |= set(session.scalars(select(Artifact.sha256)))
+    for path in sorted(store.root.glob("[0-9a-f][0-9a-f]/*")):
+        sha = path.name
+        if sha in referenced or not path.is_file():
+            continue
+        size = path.stat().st_size
+        # A candidate, as read a moment ago: release_blob checks again under the blob's lock before removing it.
+        if dry_run or release_blob(sessions, store, sha):
+            collected.blobs.append(sha)
+            collected.blob_bytes += size
+
+    cutoff = time.time() - temporary_age_s
+    for path in sorted((store.root / "tmp").iterdir()):
+        if path.is_file() and path.stat().st_mtime < cutoff:
+            collected.temporaries.append(path)
+            if not dry_run:
+                path.unlink(missing_ok=True)
+
+    if work_root is not None and work_root.is_dir():
+        directories = {path.name: path for path in work_root.iterdir() if path.is_dir()}
+        with sessions() as session:
+            live = set(
+                session.scalars(select(Job.id).where(Job.id.in_(list(directories)), Job.status.not_in(TERMINAL)))
+            )
+        for job_id, path in sorted(directories.items()):
+            if job_id not in live:
+                collected.work_dirs.append(path)
+                if not dry_run:
+                    shutil.rmtree(path, ignore_errors=True)
+    return collected

@@ -1,0 +1,91 @@
+"""``sparseqd gc``: what is unreferenced, stale or finished goes; what anything still uses stays."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from service.db import session_scope
+from service.files import delete_file
+from service.maintenance import collect
+from service.models import Artifact, Job
+from service.storage import BlobStore
+from tests.service.factories import upload_ok
+
+RECIPE = {"task": {"type": "adding"}}
+
+
+def add_job(sessions, status: str) -> str:
+    with session_scope(sessions) as session:
+        job = Job(owner="alice", status=status, recipe=RECIPE, files={}, metrics={})
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_only_blobs_nothing_refers_to_are_removed(client, alice, sessions, store, lm_bytes, tmp_path):
+    listed = upload_ok(client, alice, lm_bytes)
+    deleted = upload_ok(client, alice, b"deleted, and its release never ran\n")
+    with session_scope(sessions) as session:
+        delete_file(session, owner="alice", file_id=deleted["id"])
+    orphan, orphan_size = store.put_chunks([b"placed, then its row's commit failed"])
+    artifact_sha, _ = store.put_chunks([b"a job's checkpoint"])
+    job_id = add_job(sessions, "succeeded")
+    with session_scope(sessions) as session:
+        session.add(Artifact(job_id=job_id, owner="alice", kind="file", filename="m", bytes=1, sha256=artifact_sha))
+
+    preview = collect(sessions, store, None, dry_run=True)
+    assert sorted(preview.blobs) == sorted([deleted["sha256"], orphan])
+    assert preview.blob_bytes == deleted["bytes"] + orphan_size
+    assert store.exists(deleted["sha256"]) and store.exists(orphan)  # a dry run removes nothing
+
+    collected = collect(sessions, store, None)
+    assert sorted(collected.blobs) == sorted(preview.blobs)
+    assert not store.exists(deleted["sha256"]) and not store.exists(orphan)
+    assert store.exists(listed["sha256"]) and store.exists(artifact_sha)
+    assert client.get(f"/v1/files/{listed['id']}/content", headers=alice).content == lm_bytes
+    assert collect(sessions, store, None).blobs == []
+
+
+def test_only_stale_temporaries_are_removed(sessions, store):
+    fresh = store.root / "tmp" / "an-upload-in-flight"
+    stale = store.root / "tmp" / "cut-off-yesterday"
+    for path in (fresh, stale):
+        path.write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(stale, (two_days_ago, two_days_ago))
+
+    collected = collect(sessions, store, None)
+    assert collected.temporaries == [stale]
+    assert fresh.exists() and not stale.exists()
+
+
+def test_only_work_directories_of_finished_or_unknown_jobs_are_removed(sessions, store, tmp_path):
+    work = tmp_path / "work"
+    jobs = {status: add_job(sessions, status) for status in ("queued", "running", "cancelling", "succeeded", "failed")}
+    for job_id in [*jobs.values(), "job_gone"]:
+        (work / job_id).mkdir(parents=True)
+        (work / job_id / "training-state.pt").write_bytes(b"state")
+
+    collected = collect(sessions, store, work)
+    removed = {path.name for path in collected.work_dirs}
+    assert removed == {jobs["succeeded"], jobs["failed"], "job_gone"}
+    assert {path.name for path in work.iterdir()} == {jobs["queued"], jobs["running"], jobs["cancelling"]}
+
+
+def test_the_command_reports_what_it_removed(tmp_path):
+    data_dir = tmp_path / "data"
+    command = [sys.executable, "-m", "service.cli", "gc", "--data-dir", str(data_dir)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSEQ_")}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
+    assert first.stdout.startswith("removed 0 unreferenced blobs (0 bytes)")
+
+    sha, size = BlobStore(data_dir / "blobs").put_chunks([b"nothing refers to this"])
+    preview = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, env=env, timeout=120, check=True)
+    assert preview.stdout.startswith(f"would remove 1 unreferenced blobs ({size:,} bytes)")
+    assert BlobStore(data_dir / "blobs").exists(sha)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
+    assert done.stdout.startswith(f"removed 1 unreferenced blobs ({size:,} bytes)")
+    assert not BlobStore(data_dir / "blobs").exists(sha)
