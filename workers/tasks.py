@@ -215,8 +215,9 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
             # A redelivered run replaces the artifacts of an earlier one; their blobs are released after the commit.
             replaced = set(session.scalars(select(Artifact.sha256).where(Artifact.job_id == job_id)))
             session.query(Artifact).filter(Artifact.job_id == job_id).delete()
-            for path, temporary, sha, size in staged:
+            for sha in sorted({sha for *_, sha, _ in staged}):  # in one order: two workers never wait on each other
                 lock_blob(session, sha)  # a file of the same bytes may be being deleted (see lock_blob)
+            for path, temporary, sha, size in staged:
                 store.commit(temporary, sha)
                 session.add(
                     Artifact(
