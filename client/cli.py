@@ -1,0 +1,199 @@
+"""``sparseq``: the command line of the SDK (talks HTTP only).
+
+    export SPARSEQ_API_KEY=sk_...                    # and SPARSEQ_URL if not http://127.0.0.1:8000
+    sparseq files upload ptb.train.txt --purpose lm_text
+    sparseq jobs create recipe.yaml --file train=file_... --file valid=file_... --wait
+    sparseq jobs download job_... --dir out/
+    sparseq estimate recipe.yaml
+
+Objects are printed as JSON (``jq`` friendly), lists one object per line. Progress goes to stderr. Exit status: 0 when
+it worked (for ``--wait``: the job succeeded), 1 when the API refused or the job did not succeed, 2 for a bad command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from client.sdk import TERMINAL, Client, SparseqError
+
+PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights")
+
+
+class UsageError(Exception):
+    pass
+
+
+def load_recipe(path: str) -> dict[str, Any]:
+    """A recipe from a JSON or YAML file (YAML needs PyYAML), or ``-`` for JSON on stdin."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read the recipe {path}: {error.strerror}") from None
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError("a YAML recipe needs PyYAML (pip install pyyaml), or give the recipe as JSON") from None
+        try:
+            recipe = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise UsageError(f"{path} is not valid YAML: {error}") from None
+    else:
+        try:
+            recipe = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(recipe, dict):
+        raise UsageError(f"{path}: a recipe is a mapping (task, model, method, training)")
+    return recipe
+
+
+def parse_roles(pairs: list[str]) -> dict[str, str]:
+    roles = {}
+    for pair in pairs:
+        role, sep, file_id = pair.partition("=")
+        if not sep or not role or not file_id:
+            raise UsageError(f"--file takes ROLE=FILE_ID (e.g. train=file_abc), got {pair!r}")
+        roles[role] = file_id
+    return roles
+
+
+def show(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def show_lines(objects) -> None:
+    for obj in objects:
+        print(json.dumps(obj))
+
+
+def progress_line(job: dict[str, Any]) -> None:
+    print(f"{job['id']}: {job['status']} {job['progress']:.0%}", file=sys.stderr, flush=True)
+
+
+def wait_and_report(sparseq: Client, job_id: str, timeout: float | None) -> int:
+    job = sparseq.wait(job_id, timeout=timeout, on_update=progress_line)
+    show(job)
+    if job["status"] != "succeeded":
+        error = job.get("error") or {}
+        detail = f": {error.get('code')}: {error.get('message')}" if error else ""
+        print(f"job {job_id} {job['status']}{detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    api_key = args.api_key or os.environ.get("SPARSEQ_API_KEY")
+    if not api_key:
+        raise UsageError("no API key: set SPARSEQ_API_KEY or pass --api-key (sparseqd create-key NAME makes one)")
+    with Client(api_key, args.url) as sparseq:
+        command = (args.group, args.command)
+        if command == ("files", "upload"):
+            show(sparseq.upload_file(args.path, args.purpose))
+        elif command == ("files", "list"):
+            show_lines(sparseq.files(args.purpose))
+        elif command == ("files", "get"):
+            show(sparseq.get_file(args.id))
+        elif command == ("files", "download"):
+            destination = args.output or sparseq.get_file(args.id)["filename"]
+            print(sparseq.download_file(args.id, destination))
+        elif command == ("files", "delete"):
+            show(sparseq.delete_file(args.id))
+        elif command == ("jobs", "create"):
+            job = sparseq.create_job(load_recipe(args.recipe), parse_roles(args.file), idempotency_key=args.idempotency)
+            if args.wait:
+                print(job["id"], file=sys.stderr)
+                return wait_and_report(sparseq, job["id"], args.timeout)
+            show(job)
+        elif command == ("jobs", "list"):
+            show_lines(sparseq.jobs(args.status))
+        elif command == ("jobs", "get"):
+            show(sparseq.get_job(args.id))
+        elif command == ("jobs", "wait"):
+            return wait_and_report(sparseq, args.id, args.timeout)
+        elif command == ("jobs", "cancel"):
+            show(sparseq.cancel_job(args.id))
+        elif command == ("jobs", "events"):
+            show_lines(sparseq.events(args.id))
+        elif command == ("jobs", "download"):
+            for path in sparseq.download_artifacts(args.id, args.dir):
+                print(path)
+        elif command == ("estimate", None):
+            show(sparseq.estimate(load_recipe(args.recipe), vocab_size=args.vocab_size, num_tags=args.num_tags))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="sparseq", description=__doc__.split("\n\n")[0])
+    root.add_argument("--url", help="the service (default: $SPARSEQ_URL, else http://127.0.0.1:8000)")
+    root.add_argument("--api-key", help="default: $SPARSEQ_API_KEY")
+    groups = root.add_subparsers(dest="group", required=True)
+
+    files = groups.add_parser("files", help="upload, list, download and delete datasets and weights")
+    commands = files.add_subparsers(dest="command", required=True)
+    upload = commands.add_parser("upload", help="stream a file to the service")
+    upload.add_argument("path")
+    upload.add_argument("--purpose", required=True, choices=PURPOSES)
+    listing = commands.add_parser("list", help="every file, newest first, one JSON object per line")
+    listing.add_argument("--purpose", choices=PURPOSES)
+    for name in ("get", "delete"):
+        commands.add_parser(name).add_argument("id")
+    download = commands.add_parser("download", help="a file's bytes, checked against its sha256")
+    download.add_argument("id")
+    download.add_argument("-o", "--output", help="default: the file's name, in the current directory")
+
+    jobs = groups.add_parser("jobs", help="submit, follow, cancel jobs and download their artifacts")
+    commands = jobs.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="submit a recipe (JSON or YAML file, - for JSON on stdin)")
+    create.add_argument("recipe")
+    create.add_argument("--file", action="append", default=[], metavar="ROLE=FILE_ID", help="e.g. train=file_...")
+    create.add_argument("--idempotency", metavar="KEY", help="the same key and recipe never make a second job")
+    create.add_argument("--wait", action="store_true", help="follow the job to its end (exit 1 unless it succeeds)")
+    create.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
+    listing = commands.add_parser("list", help="every job, newest first, one JSON object per line")
+    listing.add_argument("--status", choices=("validating", "queued", "running", "cancelling", *TERMINAL))
+    for name in ("get", "cancel", "events"):
+        commands.add_parser(name).add_argument("id")
+    wait = commands.add_parser("wait", help="follow a job to its end (exit 1 unless it succeeds)")
+    wait.add_argument("id")
+    wait.add_argument("--timeout", type=float)
+    download = commands.add_parser("download", help="every artifact of a job, each checked against its sha256")
+    download.add_argument("id")
+    download.add_argument("-d", "--dir", default=".", help="default: the current directory")
+
+    estimate = groups.add_parser("estimate", help="parameters, checkpoint size, FLOPs and memory of a recipe")
+    estimate.add_argument("recipe")
+    estimate.add_argument("--vocab-size", type=int)
+    estimate.add_argument("--num-tags", type=int)
+    estimate.set_defaults(command=None)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except UsageError as error:
+        print(f"sparseq: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a local file that cannot be read or written
+        print(f"sparseq: {error}", file=sys.stderr)
+        return 1
+    except SparseqError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except TimeoutError as error:
+        print(f"sparseq: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted (a job goes on running: sparseq jobs cancel ID stops it)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The sparseq Python SDK: the HTTP API as methods. It needs httpx only (no torch, nothing else of sparseq).
+
+    from client import Client
+
+    sparseq = Client()  # SPARSEQ_API_KEY and SPARSEQ_URL (default http://127.0.0.1:8000) from the environment
+    train = sparseq.upload_file("ptb.train.txt", purpose="lm_text")
+    job = sparseq.create_job(recipe, files={"train": train["id"]})
+    job = sparseq.wait(job["id"], on_update=lambda j: print(j["status"], j["progress"]))
+    paths = sparseq.download_artifacts(job["id"], "out/")  # each checked against its sha256
+
+Errors from the API raise :class:`SparseqError` with the API's ``code``, ``message`` and ``param``. Reads are retried
+on connection errors and on 429/502/503/504; creating a job is retried on connection errors only, with one
+``Idempotency-Key`` for all attempts, so a retry never makes a second job. Uploads are never retried (a stream cannot
+be replayed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = ("succeeded", "failed", "cancelled")
+RETRY_STATUSES = (429, 502, 503, 504)
+CHUNK = 1 << 20
+
+Object = dict[str, Any]
+
+
+class SparseqError(Exception):
+    """An error answered by the API (``status`` its HTTP status), or ``connection_error`` (status 0)."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" + (f" (parameter {self.param!r})" if self.param else "")
+
+
+def _error_of(response: httpx.Response) -> SparseqError:
+    try:
+        body = response.json()["error"]
+        return SparseqError(response.status_code, body["code"], body["message"], body.get("param"))
+    except (ValueError, KeyError, TypeError):  # not the API's error shape (a proxy's page, say)
+        text = response.text.strip().splitlines()[0][:200] if response.text.strip() else response.reason_phrase
+        return SparseqError(response.status_code, f"http_{response.status_code}", text)
+
+
+class Client:
+    """One API key against one service. Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        api_key = api_key or os.environ.get("SPARSEQ_API_KEY")
+        if not api_key:
+            raise ValueError("no API key: pass api_key= or set SPARSEQ_API_KEY (sparseqd create-key NAME makes one)")
+        self.base_url = (base_url or os.environ.get("SPARSEQ_URL") or DEFAULT_URL).rstrip("/")
+        self.retries, self.backoff = retries, backoff
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, retry_statuses: tuple[int, ...] = (), **kwargs) -> httpx.Response:
+        """One call; retried (``self.retries`` times, exponential backoff) on connection errors and ``retry_statuses``.
+
+        Only idempotent calls may pass ``retry_statuses``; a call that must not repeat passes ``retries=0``.
+        """
+        retries = kwargs.pop("retries", self.retries)
+        for attempt in range(retries + 1):
+            last = attempt == retries
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                if last:
+                    raise SparseqError(0, "connection_error", f"cannot reach {self.base_url} ({error})") from None
+            else:
+                if response.status_code not in retry_statuses or last:
+                    if response.is_error:
+                        raise _error_of(response)
+                    return response
+            time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _get(self, path: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self._request("GET", path, params=query, retry_statuses=RETRY_STATUSES).json()
+
+    def _pages(self, path: str, *, page_size: int = 100, **params: Any) -> Iterator[Object]:
+        """Every object of a list, newest first, following the ``after`` cursor page by page."""
+        after = None
+        while True:
+            page = self._get(path, after=after, limit=page_size, **params)
+            yield from page["data"]
+            if not page["has_more"] or not page["data"]:
+                return
+            after = page["data"][-1]["id"]
+
+    def _download(self, path: str, destination: str | Path) -> Path:
+        """Stream to a temporary file beside ``destination``, check the sha256 the API sent, then rename."""
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_name(destination.name + ".part")
+        digest = hashlib.sha256()
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    raise _error_of(response)
+                expected = response.headers.get("x-content-sha256")
+                with open(partial, "wb") as handle:
+                    for chunk in response.iter_bytes(CHUNK):
+                        digest.update(chunk)
+                        handle.write(chunk)
+            if expected and digest.hexdigest() != expected:
+                raise SparseqError(0, "corrupt_download", f"{path}: sha256 {digest.hexdigest()}, expected {expected}")
+            os.replace(partial, destination)
+        except httpx.TransportError as error:
+            raise SparseqError(0, "connection_error", f"download of {path} interrupted ({error})") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return destination
+
+    # -- files -----------------------------------------------------------------------------------------------------
+
+    def upload_file(self, path: str | Path, purpose: str, *, filename: str | None = None) -> Object:
+        """Stream a file from disk: ``lm_text``, ``tagging_conll``, ``trajectories`` (npz) or ``weights``."""
+        path = Path(path)
+        with open(path, "rb") as handle:
+            files = {"file": (filename or path.name, handle, "application/octet-stream")}
+            return self._request("POST", "/v1/files", files=files, data={"purpose": purpose}, retries=0).json()
+
+    def files(self, purpose: str | None = None, *, page_size: int = 100) -> Iterator[Object]:
+        return self._pages("/v1/files", page_size=page_size, purpose=purpose)
+
+    def get_file(self, file_id: str) -> Object:
+        return self._get(f"/v1/files/{file_id}")
+
+    def download_file(self, file_id: str, destination: str | Path) -> Path:
+        return self._download(f"/v1/files/{file_id}/content", destination)
+
+    def delete_file(self, file_id: str) -> Object:
+        return self._request("DELETE", f"/v1/files/{file_id}", retries=0).json()
+
+    # -- jobs ------------------------------------------------------------------------------------------------------
+
+    def create_job(
+        self, recipe: dict[str, Any], files: dict[str, str] | None = None, *, idempotency_key: str | None = None
+    ) -> Object:
+        """Submit a recipe (its JSON Schema: :meth:`recipe_schema`) with data role -> file id."""
+        headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
+        body = {"recipe": recipe, "files": files or {}}
+        return self._request("POST", "/v1/jobs", json=body, headers=headers).json()
+
+    def get_job(self, job_id: str) -> Object:
+        return self._get(f"/v1/jobs/{job_id}")
+
+    def jobs(self, status: str | None = None, *, page_size: int = 100) -> Iterator[Object]:
+        return self._pages("/v1/jobs", page_size=page_size, status=status)
+
+    def cancel_job(self, job_id: str) -> Object:
+        return self._request("POST", f"/v1/jobs/{job_id}/cancel", retry_statuses=RETRY_STATUSES).json()
+
+    def events(self, job_id: str, *, page_size: int = 100) -> Iterator[Object]:
+        """The job's events, newest first."""
+        return self._pages(f"/v1/jobs/{job_id}/events", page_size=page_size)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+        on_update: Callable[[Object], None] | None = None,
+    ) -> Object:
+        """Poll until the job is succeeded, failed or cancelled, and return it (it does not raise for a failed job).
+
+        ``on_update(job)`` is called whenever the status or the progress changed. Raises TimeoutError after ``timeout``
+        seconds; the job goes on running.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while True:
+            job = self.get_job(job_id)
+            state = (job["status"], job["progress"])
+            if on_update is not None and state != seen:
+                on_update(job)
+            seen = state
+            if job["status"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+            time.sleep(poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - time.monotonic())))
+
+    def artifacts(self, job_id: str) -> list[Object]:
+        return self._get(f"/v1/jobs/{job_id}/artifacts")["data"]
+
+    def download_artifact(self, artifact_id: str, destination: str | Path) -> Path:
+        return self._download(f"/v1/artifacts/{artifact_id}/content", destination)
+
+    def download_artifacts(self, job_id: str, directory: str | Path) -> list[Path]:
+        """Every artifact of a job into ``directory`` under its own file name, each checked against its sha256."""
+        directory = Path(directory)
+        return [self.download_artifact(a["id"], directory / Path(a["filename"]).name) for a in self.artifacts(job_id)]
+
+    # -- before any compute ----------------------------------------------------------------------------------------
+
+    def estimate(self, recipe: dict[str, Any], *, vocab_size: int | None = None, num_tags: int | None = None) -> Object:
+        """Parameters, checkpoint bytes, FLOPs and training memory of a recipe."""
+        body = {"recipe": recipe, "vocab_size": vocab_size, "num_tags": num_tags}
+        body = {k: v for k, v in body.items() if v is not None}
+        return self._request("POST", "/v1/estimate", json=body, retry_statuses=RETRY_STATUSES).json()
+
+    def recipe_schema(self) -> Object:
+        return self._get("/v1/schemas/recipe")
