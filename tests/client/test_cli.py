@@ -1,0 +1,92 @@
+"""The ``sparseq`` command line as a user runs it: a subprocess against a running service, key and URL from the
+environment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.system.conftest import navigation_recipe
+
+
+def sparseq_command() -> list[str]:
+    script = Path(sys.executable).parent / "sparseq"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "client.cli"]
+
+
+def run(*args: str, server=None, key: str | None = None, cwd: Path | None = None, stdin: str | None = None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSEQ_")}
+    if server is not None:
+        env |= {"SPARSEQ_URL": server.url, "SPARSEQ_API_KEY": key or server.key}
+    return subprocess.run(
+        [*sparseq_command(), *args], capture_output=True, text=True, env=env, cwd=cwd, input=stdin, timeout=300
+    )
+
+
+def test_upload_submit_wait_and_download(server, lm_text, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(lm_text)
+    uploaded = run("files", "upload", str(corpus), "--purpose", "lm_text", server=server)
+    assert uploaded.returncode == 0, uploaded.stderr
+    file = json.loads(uploaded.stdout)
+    assert file["sha256"] == hashlib.sha256(lm_text).hexdigest()
+    fetched = run("files", "download", file["id"], "-o", str(tmp_path / "back.txt"), server=server)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "back.txt").read_bytes() == lm_text
+    listed = [json.loads(line) for line in run("files", "list", server=server).stdout.splitlines()]
+    assert file["id"] in [f["id"] for f in listed]
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(navigation_recipe(steps_per_epoch=6, epochs=2)))
+    created = run("jobs", "create", str(recipe), "--wait", "--timeout", "180", server=server)
+    assert created.returncode == 0, created.stderr
+    job = json.loads(created.stdout)
+    assert job["status"] == "succeeded" and job["progress"] == 1.0
+    assert f"{job['id']}: succeeded 100%" in created.stderr  # progress lines go to stderr
+
+    downloaded = run("jobs", "download", job["id"], "--dir", str(tmp_path / "out"), server=server)
+    assert downloaded.returncode == 0, downloaded.stderr
+    paths = [Path(line) for line in downloaded.stdout.splitlines()]
+    assert json.loads(run("jobs", "get", job["id"], server=server).stdout) == job
+    assert "model.safetensors" in {p.name for p in paths} and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_a_recipe_on_stdin_that_the_api_refuses_exits_1_with_its_reason(server):
+    recipe = {"task": {"type": "language_model"}, "model": {"cell": "lstm"}}  # a text task needs a 'train' file
+    created = run("jobs", "create", "-", server=server, stdin=json.dumps(recipe))
+    assert (created.returncode, created.stdout) == (1, "")
+    assert created.stderr.startswith("error: ") and created.stderr.count("\n") == 1
+    assert "Traceback" not in created.stderr
+
+
+def test_refusals_are_one_line_on_stderr_without_a_traceback(server, tmp_path):
+    missing = run("jobs", "get", "job_nope", server=server)
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == "error: not_found: no job 'job_nope' (parameter 'job_id')\n"
+
+    wrong_key = run("jobs", "list", server=server, key="sk_not-a-key-at-all-xxxxxxxx")
+    assert wrong_key.returncode == 1 and wrong_key.stderr.startswith("error: invalid_api_key: ")
+
+    no_key = run("jobs", "list")
+    assert no_key.returncode == 2 and "SPARSEQ_API_KEY" in no_key.stderr
+
+    broken = tmp_path / "recipe.json"
+    broken.write_text("{not json")
+    bad_recipe = run("jobs", "create", str(broken), server=server)
+    assert bad_recipe.returncode == 2 and "is not valid JSON" in bad_recipe.stderr
+
+    valid = tmp_path / "valid.json"
+    valid.write_text(json.dumps(navigation_recipe()))
+    bad_role = run("jobs", "create", str(valid), "--file", "train", server=server)
+    assert bad_role.returncode == 2 and "--file takes ROLE=FILE_ID" in bad_role.stderr
+
+    no_such_file = run("files", "upload", str(tmp_path / "absent.txt"), "--purpose", "lm_text", server=server)
+    assert no_such_file.returncode == 1 and "absent.txt" in no_such_file.stderr
+    for result in (wrong_key, no_key, bad_recipe, bad_role, no_such_file):
+        assert "Traceback" not in result.stderr
