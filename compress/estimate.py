@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from compress.pipeline import build_model
+from compress.report import dense_entries, flops_per_token
 from compress.spec import MagnitudePruningMethod, ModuliPruningMethod, Recipe
 
 PTB_TAGS = 45
@@ -30,9 +32,6 @@ class Estimate:
 
 
 def estimate(recipe: Recipe, *, vocab_size: int | None = None, num_tags: int | None = None) -> Estimate:
-    from compress.pipeline import build_model
-    from compress.report import dense_entries, flops_per_token
-
     sizes = {
         "vocab_size": vocab_size or getattr(recipe.task, "max_vocab", None) or 10_000,
         "num_tags": num_tags or PTB_TAGS,

@@ -204,10 +204,15 @@ with session_scope(app.state.sessions) as session:
 with TestClient(app) as client:
     before = len(gc.get_objects())
     headers = {"Authorization": f"Bearer {key}"}
+    refused = client.post("/v1/estimate", headers=headers, json={"recipe": {"task": {"type": "no_such_task"}}})
+    assert refused.status_code == 422, refused.text  # a refused first estimate must freeze what it imported too
+    gc.collect()
+    after_refused = len(gc.get_objects())
     response = client.post("/v1/estimate", headers=headers, json={"recipe": json.loads(sys.argv[1])})
     assert response.status_code == 200, response.text
     gc.collect()
-    print(json.dumps({"before": before, "after": len(gc.get_objects()), "torch": "torch" in sys.modules}))
+    counts = {"before": before, "after_refused": after_refused, "after": len(gc.get_objects())}
+    print(json.dumps(counts | {"torch": "torch" in sys.modules}))
 """
 
 
@@ -226,4 +231,5 @@ def test_the_first_estimate_leaves_torch_out_of_the_collectors_sight_in_a_served
     counts = json.loads(result.stdout.strip().splitlines()[-1])
     assert counts["torch"]  # the estimate did import it
     # Tracked objects: what a full collection scans. torch alone brings ~140k; requests leave a few thousand.
+    assert counts["after_refused"] - counts["before"] < 20_000, counts
     assert counts["after"] - counts["before"] < 20_000, counts
