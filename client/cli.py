@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from client.sdk import TERMINAL, Client, SparseqError
+from client.sdk import TERMINAL, Client, SparseqError, safe_name
 
 PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights")
 
@@ -100,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
         elif command == ("files", "get"):
             show(sparseq.get_file(args.id))
         elif command == ("files", "download"):
-            destination = args.output or sparseq.get_file(args.id)["filename"]
-            print(sparseq.download_file(args.id, destination))
+            destination = args.output or safe_name(sparseq.get_file(args.id)["filename"])
+            print(sparseq.download_file(args.id, destination, overwrite=args.force))
         elif command == ("files", "delete"):
             show(sparseq.delete_file(args.id))
         elif command == ("jobs", "create"):
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         elif command == ("jobs", "events"):
             show_lines(sparseq.events(args.id))
         elif command == ("jobs", "download"):
-            for path in sparseq.download_artifacts(args.id, args.dir):
+            for path in sparseq.download_artifacts(args.id, args.dir, overwrite=args.force):
                 print(path)
         elif command == ("estimate", None):
             show(sparseq.estimate(load_recipe(args.recipe), vocab_size=args.vocab_size, num_tags=args.num_tags))
@@ -146,6 +146,7 @@ def parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="a file's bytes, checked against its sha256")
     download.add_argument("id")
     download.add_argument("-o", "--output", help="default: the file's name, in the current directory")
+    download.add_argument("--force", action="store_true", help="replace an existing file")
 
     jobs = groups.add_parser("jobs", help="submit, follow, cancel jobs and download their artifacts")
     commands = jobs.add_subparsers(dest="command", required=True)
@@ -165,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="every artifact of a job, each checked against its sha256")
     download.add_argument("id")
     download.add_argument("-d", "--dir", default=".", help="default: the current directory")
+    download.add_argument("--force", action="store_true", help="replace existing files")
 
     estimate = groups.add_parser("estimate", help="parameters, checkpoint size, FLOPs and memory of a recipe")
     estimate.add_argument("recipe")

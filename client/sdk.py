@@ -10,8 +10,9 @@
 
 Errors from the API raise :class:`SparseqError` with the API's ``code``, ``message`` and ``param``. Reads are retried
 on connection errors and on 429/502/503/504; creating a job is retried on connection errors only, with one
-``Idempotency-Key`` for all attempts, so a retry never makes a second job. Uploads are never retried (a stream cannot
-be replayed).
+``Idempotency-Key`` for all attempts, so a retry never makes a second job. Uploads and downloads are not retried (a
+stream cannot be replayed; a download that fails leaves nothing behind). Downloads are checked against their sha256
+and never replace an existing file unless asked to.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import httpx
@@ -54,6 +55,28 @@ def _error_of(response: httpx.Response) -> SparseqError:
         return SparseqError(response.status_code, f"http_{response.status_code}", text)
 
 
+def _unreachable(url: str, error: httpx.TransportError, path: str | None = None) -> str:
+    """A connection error's message: its kind and the OS's reason, never the request (it carries the key)."""
+    reason = str(error) if isinstance(error, httpx.NetworkError | httpx.TimeoutException) else ""
+    what = f"{path} from {url}" if path else url
+    return f"cannot reach {what} ({type(error).__name__}{': ' + reason if reason else ''})"
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise SparseqError(response.status_code, "bad_response", f"{response.request.url.path}: not JSON") from None
+
+
+def safe_name(name: str) -> str:
+    """The last component of a server-given file name, on POSIX and on Windows alike; refuses empty, . and ..."""
+    last = PureWindowsPath(PurePosixPath(name).name).name
+    if last in ("", ".", ".."):
+        raise SparseqError(0, "bad_filename", f"the service sent a file name that is not a file: {name!r}")
+    return last
+
+
 class Client:
     """One API key against one service. Use it as a context manager, or call :meth:`close`."""
 
@@ -70,7 +93,10 @@ class Client:
         api_key = api_key or os.environ.get("SPARSEQ_API_KEY")
         if not api_key:
             raise ValueError("no API key: pass api_key= or set SPARSEQ_API_KEY (sparseqd create-key NAME makes one)")
+        if not all("!" <= c <= "~" for c in api_key):  # the key itself is never echoed, not even in an error
+            raise ValueError("the API key has whitespace, control or non-ASCII characters (a trailing newline?)")
         self.base_url = (base_url or os.environ.get("SPARSEQ_URL") or DEFAULT_URL).rstrip("/")
+        self._shown_url = str(httpx.URL(self.base_url).copy_with(username=None, password=None))
         self.retries, self.backoff = retries, backoff
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -101,8 +127,8 @@ class Client:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as error:
-                if last:
-                    raise SparseqError(0, "connection_error", f"cannot reach {self.base_url} ({error})") from None
+                if last or isinstance(error, httpx.LocalProtocolError | httpx.UnsupportedProtocol):  # never succeeds
+                    raise SparseqError(0, "connection_error", _unreachable(self._shown_url, error)) from None
             else:
                 if response.status_code not in retry_statuses or last:
                     if response.is_error:
@@ -113,7 +139,7 @@ class Client:
 
     def _get(self, path: str, **params: Any) -> Any:
         query = {k: v for k, v in params.items() if v is not None}
-        return self._request("GET", path, params=query, retry_statuses=RETRY_STATUSES).json()
+        return _json(self._request("GET", path, params=query, retry_statuses=RETRY_STATUSES))
 
     def _pages(self, path: str, *, page_size: int = 100, **params: Any) -> Iterator[Object]:
         """Every object of a list, newest first, following the ``after`` cursor page by page."""
@@ -125,9 +151,12 @@ class Client:
                 return
             after = page["data"][-1]["id"]
 
-    def _download(self, path: str, destination: str | Path) -> Path:
-        """Stream to a temporary file beside ``destination``, check the sha256 the API sent, then rename."""
+    def _download(self, path: str, destination: str | Path, describe: str, *, overwrite: bool) -> Path:
+        """Stream to a temporary file beside ``destination``, check it against the sha256 the API gives (its header,
+        else the object at ``describe``), then rename. An existing ``destination`` is kept unless ``overwrite``."""
         destination = Path(destination)
+        if destination.exists() and not overwrite:
+            raise FileExistsError(f"{destination} exists (overwrite=True, or --force on the command line, replaces it)")
         destination.parent.mkdir(parents=True, exist_ok=True)
         partial = destination.with_name(destination.name + ".part")
         digest = hashlib.sha256()
@@ -141,11 +170,12 @@ class Client:
                     for chunk in response.iter_bytes(CHUNK):
                         digest.update(chunk)
                         handle.write(chunk)
-            if expected and digest.hexdigest() != expected:
+            expected = expected or self._get(describe)["sha256"]
+            if digest.hexdigest() != expected:
                 raise SparseqError(0, "corrupt_download", f"{path}: sha256 {digest.hexdigest()}, expected {expected}")
             os.replace(partial, destination)
         except httpx.TransportError as error:
-            raise SparseqError(0, "connection_error", f"download of {path} interrupted ({error})") from None
+            raise SparseqError(0, "connection_error", _unreachable(self._shown_url, error, path)) from None
         finally:
             partial.unlink(missing_ok=True)
         return destination
@@ -157,7 +187,7 @@ class Client:
         path = Path(path)
         with open(path, "rb") as handle:
             files = {"file": (filename or path.name, handle, "application/octet-stream")}
-            return self._request("POST", "/v1/files", files=files, data={"purpose": purpose}, retries=0).json()
+            return _json(self._request("POST", "/v1/files", files=files, data={"purpose": purpose}, retries=0))
 
     def files(self, purpose: str | None = None, *, page_size: int = 100) -> Iterator[Object]:
         return self._pages("/v1/files", page_size=page_size, purpose=purpose)
@@ -165,11 +195,12 @@ class Client:
     def get_file(self, file_id: str) -> Object:
         return self._get(f"/v1/files/{file_id}")
 
-    def download_file(self, file_id: str, destination: str | Path) -> Path:
-        return self._download(f"/v1/files/{file_id}/content", destination)
+    def download_file(self, file_id: str, destination: str | Path, *, overwrite: bool = False) -> Path:
+        path = f"/v1/files/{file_id}"
+        return self._download(f"{path}/content", destination, path, overwrite=overwrite)
 
     def delete_file(self, file_id: str) -> Object:
-        return self._request("DELETE", f"/v1/files/{file_id}", retries=0).json()
+        return _json(self._request("DELETE", f"/v1/files/{file_id}", retries=0))
 
     # -- jobs ------------------------------------------------------------------------------------------------------
 
@@ -179,7 +210,7 @@ class Client:
         """Submit a recipe (its JSON Schema: :meth:`recipe_schema`) with data role -> file id."""
         headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
         body = {"recipe": recipe, "files": files or {}}
-        return self._request("POST", "/v1/jobs", json=body, headers=headers).json()
+        return _json(self._request("POST", "/v1/jobs", json=body, headers=headers))
 
     def get_job(self, job_id: str) -> Object:
         return self._get(f"/v1/jobs/{job_id}")
@@ -188,7 +219,7 @@ class Client:
         return self._pages("/v1/jobs", page_size=page_size, status=status)
 
     def cancel_job(self, job_id: str) -> Object:
-        return self._request("POST", f"/v1/jobs/{job_id}/cancel", retry_statuses=RETRY_STATUSES).json()
+        return _json(self._request("POST", f"/v1/jobs/{job_id}/cancel", retry_statuses=RETRY_STATUSES))
 
     def events(self, job_id: str, *, page_size: int = 100) -> Iterator[Object]:
         """The job's events, newest first."""
@@ -224,13 +255,17 @@ class Client:
     def artifacts(self, job_id: str) -> list[Object]:
         return self._get(f"/v1/jobs/{job_id}/artifacts")["data"]
 
-    def download_artifact(self, artifact_id: str, destination: str | Path) -> Path:
-        return self._download(f"/v1/artifacts/{artifact_id}/content", destination)
+    def download_artifact(self, artifact_id: str, destination: str | Path, *, overwrite: bool = False) -> Path:
+        path = f"/v1/artifacts/{artifact_id}"
+        return self._download(f"{path}/content", destination, path, overwrite=overwrite)
 
-    def download_artifacts(self, job_id: str, directory: str | Path) -> list[Path]:
+    def download_artifacts(self, job_id: str, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
         """Every artifact of a job into ``directory`` under its own file name, each checked against its sha256."""
         directory = Path(directory)
-        return [self.download_artifact(a["id"], directory / Path(a["filename"]).name) for a in self.artifacts(job_id)]
+        return [
+            self.download_artifact(a["id"], directory / safe_name(a["filename"]), overwrite=overwrite)
+            for a in self.artifacts(job_id)
+        ]
 
     # -- before any compute ----------------------------------------------------------------------------------------
 
@@ -238,7 +273,7 @@ class Client:
         """Parameters, checkpoint bytes, FLOPs and training memory of a recipe."""
         body = {"recipe": recipe, "vocab_size": vocab_size, "num_tags": num_tags}
         body = {k: v for k, v in body.items() if v is not None}
-        return self._request("POST", "/v1/estimate", json=body, retry_statuses=RETRY_STATUSES).json()
+        return _json(self._request("POST", "/v1/estimate", json=body, retry_statuses=RETRY_STATUSES))
 
     def recipe_schema(self) -> Object:
         return self._get("/v1/schemas/recipe")

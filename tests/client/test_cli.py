@@ -32,6 +32,7 @@ def run(*args: str, server=None, key: str | None = None, cwd: Path | None = None
 def test_upload_submit_wait_and_download(server, lm_text, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(lm_text)
+    (tmp_path / "out").mkdir()
     uploaded = run("files", "upload", str(corpus), "--purpose", "lm_text", server=server)
     assert uploaded.returncode == 0, uploaded.stderr
     file = json.loads(uploaded.stdout)
@@ -39,6 +40,13 @@ def test_upload_submit_wait_and_download(server, lm_text, tmp_path):
     fetched = run("files", "download", file["id"], "-o", str(tmp_path / "back.txt"), server=server)
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "back.txt").read_bytes() == lm_text
+    again = run("files", "download", file["id"], "-o", str(tmp_path / "back.txt"), server=server)
+    assert again.returncode == 1 and "exists" in again.stderr  # nothing is replaced unless asked
+    forced = run("files", "download", file["id"], "-o", str(tmp_path / "back.txt"), "--force", server=server)
+    assert forced.returncode == 0, forced.stderr
+    named = run("files", "download", file["id"], server=server, cwd=tmp_path / "out")
+    assert named.returncode == 0, named.stderr
+    assert (tmp_path / "out" / "corpus.txt").read_bytes() == lm_text  # under the name it was uploaded with
     listed = [json.loads(line) for line in run("files", "list", server=server).stdout.splitlines()]
     assert file["id"] in [f["id"] for f in listed]
 

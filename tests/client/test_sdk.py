@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from client import Client, SparseqError
+from client.sdk import safe_name
 from tests.system.conftest import free_port, navigation_recipe
 
 # -- against the service --------------------------------------------------------------------------------------------
@@ -172,3 +173,72 @@ def test_an_error_page_that_is_not_the_api_shape_still_raises_with_its_status():
     ):
         client.get_job("job_1")
     assert (proxy.value.status, proxy.value.code, proxy.value.message) == (502, "http_502", "<html>Bad Gateway</html>")
+
+
+def test_a_key_a_header_cannot_carry_is_refused_without_echoing_it():
+    with pytest.raises(ValueError, match="trailing newline") as refused:
+        Client("sk_SECRET-from-a-windows-file\r", "http://sparseq.test")
+    assert "SECRET" not in str(refused.value)
+
+
+def test_a_connection_error_does_not_show_the_credentials_of_the_url():
+    url = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    with Client("sk_x", url, retries=0) as nowhere, pytest.raises(SparseqError) as down:
+        nowhere.get_job("job_x")
+    assert down.value.code == "connection_error" and "hunter2" not in str(down.value)
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("model.safetensors", "model.safetensors"),
+        ("../../.bashrc", ".bashrc"),
+        ("/etc/passwd", "passwd"),
+        ("..\\..\\run.bat", "run.bat"),
+        ("C:\\Users\\x\\a.txt", "a.txt"),
+    ],
+)
+def test_a_server_given_file_name_keeps_only_its_last_component(sent, kept):
+    assert safe_name(sent) == kept
+
+
+@pytest.mark.parametrize("sent", ["", ".", "..", "a/..", "a\\.."])
+def test_a_server_given_file_name_that_is_no_file_is_refused(sent):
+    with pytest.raises(SparseqError) as refused:
+        safe_name(sent)
+    assert refused.value.code == "bad_filename"
+
+
+def test_a_download_never_replaces_a_file_unless_asked(tmp_path):
+    body = b"new bytes"
+    answer = httpx.Response(200, content=body, headers={"x-content-sha256": hashlib.sha256(body).hexdigest()})
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"the user's own file")
+    transport, seen = scripted(answer)
+    with Client("sk_x", "http://sparseq.test", transport=transport) as client:
+        with pytest.raises(FileExistsError):
+            client.download_artifact("art_1", target)
+        assert target.read_bytes() == b"the user's own file" and seen == []
+        assert client.download_artifact("art_1", target, overwrite=True).read_bytes() == body
+
+
+@pytest.mark.parametrize(("listed", "ok"), [(b"sent", True), (b"something else", False)])
+def test_a_download_without_a_digest_header_is_checked_against_the_listed_digest(listed, ok, tmp_path):
+    described = {"object": "artifact", "id": "art_1", "sha256": hashlib.sha256(listed).hexdigest()}
+    transport, seen = scripted(httpx.Response(200, content=b"sent"), httpx.Response(200, json=described))
+    with Client("sk_x", "http://sparseq.test", transport=transport) as client:
+        if ok:
+            assert client.download_artifact("art_1", tmp_path / "a").read_bytes() == b"sent"
+        else:
+            with pytest.raises(SparseqError) as corrupt:
+                client.download_artifact("art_1", tmp_path / "a")
+            assert corrupt.value.code == "corrupt_download"
+            assert list(tmp_path.iterdir()) == []
+    assert [r.url.path for r in seen] == ["/v1/artifacts/art_1/content", "/v1/artifacts/art_1"]
+
+
+def test_an_answer_that_is_not_json_is_an_error_not_a_crash():
+    transport, _ = scripted(httpx.Response(200, text="<html>a login page</html>"))
+    with Client("sk_x", "http://sparseq.test", transport=transport) as client, pytest.raises(SparseqError) as bad:
+        client.get_job("job_1")
+    assert bad.value.code == "bad_response"
