@@ -196,7 +196,12 @@ def main(argv: list[str] | None = None) -> None:
         print(_create_key(args.name, args.owner))
     elif args.command == "gc":
         _configure(args)
-        _migrate()
+        # Never migrates: a gc run from a newer checkout must not change the schema under running servers.
+        from service.migrate import revisions
+
+        current, head = revisions(get_settings().resolved_database_url)
+        if current != head:
+            sys.exit(f"sparseqd gc: the database is at revision {current}, not {head}: run sparseqd migrate first")
         print(_collect_garbage(args.dry_run, args.temporary_age_hours * 3600))
     elif args.command == "migrate":
         _configure(args)

@@ -61,8 +61,12 @@ def create_file(session: Session, store: BlobStore, *, owner: str, upload: Uploa
     except BaseException:
         upload.temporary.unlink(missing_ok=True)
         raise
-    lock_blob(session, upload.sha256)
-    store.commit(upload.temporary, upload.sha256)
+    try:
+        lock_blob(session, upload.sha256)
+        store.commit(upload.temporary, upload.sha256)
+    except BaseException:  # a lock that timed out, say: the staged bytes go with the request
+        upload.temporary.unlink(missing_ok=True)
+        raise
     file = File(
         owner=owner,
         purpose=purpose,

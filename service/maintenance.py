@@ -12,6 +12,7 @@ What is collected, and why it can be there:
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from service.models import Artifact, File, Job
 from service.storage import BlobStore
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -56,9 +58,13 @@ def collect(
         referenced |= set(session.scalars(select(Artifact.sha256)))
     for path in sorted(store.root.glob("[0-9a-f][0-9a-f]/*")):
         sha = path.name
-        if sha in referenced or not path.is_file():
+        # Only blobs: anything else there (an NFS .nfs* placeholder, say) is not the store's to judge.
+        if sha in referenced or not DIGEST.fullmatch(sha) or sha[:2] != path.parent.name:
             continue
-        size = path.stat().st_size
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:  # released meanwhile
+            continue
         # A candidate, as read a moment ago: release_blob checks again under the blob's lock before removing it.
         if dry_run or release_blob(sessions, store, sha):
             collected.blobs.append(sha)
@@ -66,7 +72,11 @@ def collect(
 
     cutoff = time.time() - temporary_age_s
     for path in sorted((store.root / "tmp").iterdir()):
-        if path.is_file() and path.stat().st_mtime < cutoff:
+        try:
+            stale = path.is_file() and path.stat().st_mtime < cutoff
+        except FileNotFoundError:  # an upload placed it meanwhile
+            continue
+        if stale:
             collected.temporaries.append(path)
             if not dry_run:
                 path.unlink(missing_ok=True)

@@ -174,6 +174,34 @@ def _finish(sessions, job_id: str, **values) -> None:
         )
 
 
+Staged = tuple[Path, Path, str, int]  # (an output file, its staged copy in the store, sha256, bytes)
+
+
+def record_artifacts(sessions, store: BlobStore, job_id: str, owner: str, staged: list[Staged]) -> set[str]:
+    """Place the staged outputs in the store and record them as the job's artifacts, replacing those of an earlier
+    delivery. Returns the digests only the replaced artifacts used, for :func:`release_blob` once the job finished."""
+    digests = {sha for *_, sha, _ in staged}
+    with session_scope(sessions) as session:
+        replaced = set(session.scalars(select(Artifact.sha256).where(Artifact.job_id == job_id)))
+        session.query(Artifact).filter(Artifact.job_id == job_id).delete()
+        for sha in sorted(digests):  # in one order: two workers never wait on each other
+            lock_blob(session, sha)  # a file of the same bytes may be being deleted (see lock_blob)
+        for path, temporary, sha, size in staged:
+            store.commit(temporary, sha)
+            kind = ARTIFACT_KINDS.get(path.suffix, "file")
+            session.add(Artifact(job_id=job_id, owner=owner, kind=kind, filename=path.name, bytes=size, sha256=sha))
+    return replaced - digests
+
+
+def _release_quietly(sessions, store: BlobStore, job_id: str, digests: set[str]) -> None:
+    """Housekeeping after a job finished: a failure here must not touch the job (sparseqd gc collects what is left)."""
+    for sha in sorted(digests):
+        try:
+            release_blob(sessions, store, sha)
+        except Exception as error:
+            log.warning("job %s: the blob %s of a replaced artifact was not released (%s)", job_id, sha, error)
+
+
 def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     """Run one job to a terminal state (or leave it running for redelivery if this process dies)."""
     import compress
@@ -199,7 +227,8 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         state_path=work / "training-state.pt",
         progress_every=1.0,
     )
-    staged: list[tuple[Path, Path, str, int]] = []  # (artifact, its staged copy in the store, sha256, bytes)
+    staged: list[Staged] = []
+    replaced: set[str] = set()
     try:
         heartbeat.start()
         with tempfile.TemporaryDirectory(dir=work) as scratch:
@@ -211,26 +240,7 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         metrics["checkpoint_bytes"] = result.report["checkpoint_bytes"]
         for path in result.files:
             staged.append((path, *store.stage_file(path)))
-        with session_scope(sessions) as session:
-            # A redelivered run replaces the artifacts of an earlier one; their blobs are released after the commit.
-            replaced = set(session.scalars(select(Artifact.sha256).where(Artifact.job_id == job_id)))
-            session.query(Artifact).filter(Artifact.job_id == job_id).delete()
-            for sha in sorted({sha for *_, sha, _ in staged}):  # in one order: two workers never wait on each other
-                lock_blob(session, sha)  # a file of the same bytes may be being deleted (see lock_blob)
-            for path, temporary, sha, size in staged:
-                store.commit(temporary, sha)
-                session.add(
-                    Artifact(
-                        job_id=job_id,
-                        owner=job.owner,
-                        kind=ARTIFACT_KINDS.get(path.suffix, "file"),
-                        filename=path.name,
-                        bytes=size,
-                        sha256=sha,
-                    )
-                )
-        for sha in replaced - {sha for *_, sha, _ in staged}:
-            release_blob(sessions, store, sha)
+        replaced = record_artifacts(sessions, store, job_id, job.owner, staged)
         _finish(sessions, job_id, status="succeeded", progress=1.0, metrics=metrics)
         outcome = "succeeded"
     except Cancelled:
@@ -245,6 +255,8 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         heartbeat.stop()
         for _, temporary, _, _ in staged:  # placed by a commit, or left over by a failure before it
             temporary.unlink(missing_ok=True)
+    if outcome == "succeeded":  # the blobs of the artifacts a redelivered run replaced, once the job is finished
+        _release_quietly(sessions, store, job_id, replaced)
     # Only a finished job loses its work directory: one interrupted by the worker's shutdown (a BaseException, which
     # passes through above) keeps its training state for the redelivery to resume from.
     shutil.rmtree(work, ignore_errors=True)

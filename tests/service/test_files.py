@@ -19,7 +19,7 @@ import service.jobs as job_service
 from service.db import session_scope
 from service.errors import Conflict
 from service.files import delete_file
-from service.models import File
+from service.models import Artifact, File, Job
 from tests.service.factories import (
     LIMIT,
     chunked,
@@ -535,6 +535,41 @@ def test_an_upload_of_the_same_bytes_during_a_blob_release_keeps_its_content(
     content = client.get(f"/v1/files/{response.json()['id']}/content", headers=alice)
     assert content.status_code == 200
     assert content.content == lm_bytes
+
+
+def test_an_artifact_of_the_same_bytes_during_a_blob_release_keeps_its_content(sessions, store, tmp_path, monkeypatch):
+    """The worker's side of the blob lock: a deleted file's blob is being released when a job records an artifact
+    with the same bytes. The artifact must wait and place the bytes again. (On SQLite the recording's own writes wait
+    for the release anyway; on PostgreSQL only the lock makes it wait, and this fails without it.)"""
+    from workers.tasks import record_artifacts
+
+    content = b"a checkpoint that a user also uploaded, then deleted"
+    sha, _ = store.put_chunks([content])
+    with session_scope(sessions) as session:
+        job = Job(owner="alice", status="running", recipe={"task": {"type": "adding"}}, files={}, metrics={})
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    output = tmp_path / "model.safetensors"
+    output.write_bytes(content)
+    staged = [(output, *store.stage_file(output))]
+    outcome: dict[str, threading.Thread] = {}
+    remove = store.delete
+
+    def a_recording_then_remove(digest: str) -> None:
+        outcome["thread"] = thread = threading.Thread(
+            target=record_artifacts, args=(sessions, store, job_id, "alice", staged)
+        )
+        thread.start()
+        thread.join(timeout=1.0)  # an unlocked recording commits well within this
+        remove(digest)
+
+    monkeypatch.setattr(store, "delete", a_recording_then_remove)
+    assert file_service.release_blob(sessions, store, sha)
+    outcome["thread"].join(timeout=30)
+    with sessions() as session:
+        assert session.scalars(select(Artifact.sha256).where(Artifact.job_id == job_id)).all() == [sha]
+    assert store.path(sha).read_bytes() == content
 
 
 def test_another_owner_gets_404_on_every_file_route(client, alice, bob, lm_bytes):

@@ -41,8 +41,11 @@ def test_only_blobs_nothing_refers_to_are_removed(client, alice, sessions, store
     assert preview.blob_bytes == deleted["bytes"] + orphan_size
     assert store.exists(deleted["sha256"]) and store.exists(orphan)  # a dry run removes nothing
 
+    stray = store.root / orphan[:2] / ".nfs0000000000abcdef00000001"  # what NFS leaves for a file open elsewhere
+    stray.write_bytes(b"not a blob")
     collected = collect(sessions, store, None)
     assert sorted(collected.blobs) == sorted(preview.blobs)
+    assert stray.exists()
     assert not store.exists(deleted["sha256"]) and not store.exists(orphan)
     assert store.exists(listed["sha256"]) and store.exists(artifact_sha)
     assert client.get(f"/v1/files/{listed['id']}/content", headers=alice).content == lm_bytes
@@ -79,6 +82,11 @@ def test_the_command_reports_what_it_removed(tmp_path):
     data_dir = tmp_path / "data"
     command = [sys.executable, "-m", "service.cli", "gc", "--data-dir", str(data_dir)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSEQ_")}
+    unmigrated = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert unmigrated.returncode == 1 and "run sparseqd migrate first" in unmigrated.stderr  # gc never migrates
+    assert "Traceback" not in unmigrated.stderr
+    migrate = [sys.executable, "-m", "service.cli", "migrate", "--data-dir", str(data_dir)]
+    subprocess.run(migrate, capture_output=True, env=env, timeout=120, check=True)
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
     assert first.stdout.startswith("removed 0 unreferenced blobs (0 bytes)")
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 import torch
+from sqlalchemy.exc import OperationalError
 
 import compress
 from service.db import session_scope
@@ -120,6 +121,23 @@ def test_a_redelivered_run_replaces_the_artifacts_and_releases_their_unused_blob
     assert not store.exists(only_old)  # nothing refers to it any more
     assert store.exists(shared)  # a live file still does
     assert list((store.root / "tmp").iterdir()) == []  # every staged copy was placed
+
+
+def test_a_release_that_fails_after_the_job_finished_does_not_fail_the_job(world, monkeypatch):
+    settings, sessions, store = world
+    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
+    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
+    old, _ = store.put_chunks([b"the earlier run's checkpoint"])
+    with session_scope(sessions) as session:
+        session.add(Artifact(job_id=job_id, owner="alice", kind="file", filename="m", bytes=1, sha256=old))
+
+    def locked(*args) -> bool:
+        raise OperationalError("release", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(tasks, "release_blob", locked)
+    assert tasks.run_job(job_id) == "succeeded"
+    assert job_row(sessions, job_id).status == "succeeded"
+    assert store.exists(old)  # left for sparseqd gc
 
 
 def test_gives_up_after_max_attempts(world):
