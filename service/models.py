@@ -63,7 +63,7 @@ class File(Base):
     purpose: Mapped[str] = mapped_column(String(32))
     filename: Mapped[str] = mapped_column(String(255))
     bytes: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # blob references: lock_blob, release_blob, gc
     status: Mapped[str] = mapped_column(String(16))  # processed | error
     status_detail: Mapped[str | None] = mapped_column(Text)
     stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -119,7 +119,7 @@ class Artifact(Base):
     kind: Mapped[str] = mapped_column(String(32))  # checkpoint | report | plot
     filename: Mapped[str] = mapped_column(String(255))
     bytes: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "filename", name="uq_artifacts_job_filename"),)
