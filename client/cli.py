@@ -1,4 +1,4 @@
-"""``sparseq``: the command line of the SDK (talks HTTP only).
+"""sparseq: the command line of the sparseq service (talks HTTP only).
 
     export SPARSEQ_API_KEY=sk_...                    # and SPARSEQ_URL if not http://127.0.0.1:8000
     sparseq files upload ptb.train.txt --purpose lm_text
@@ -129,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="sparseq", description=__doc__.split("\n\n")[0])
+    root = argparse.ArgumentParser(
+        prog="sparseq", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     root.add_argument("--url", help="the service (default: $SPARSEQ_URL, else http://127.0.0.1:8000)")
     root.add_argument("--api-key", help="default: $SPARSEQ_API_KEY")
     groups = root.add_subparsers(dest="group", required=True)
