@@ -261,11 +261,11 @@ class Client:
 
     def download_artifacts(self, job_id: str, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
         """Every artifact of a job into ``directory`` under its own file name, each checked against its sha256."""
-        directory = Path(directory)
-        return [
-            self.download_artifact(a["id"], directory / safe_name(a["filename"]), overwrite=overwrite)
-            for a in self.artifacts(job_id)
-        ]
+        targets = [(a["id"], Path(directory) / safe_name(a["filename"])) for a in self.artifacts(job_id)]
+        existing = [str(path) for _, path in targets if path.exists()]
+        if existing and not overwrite:  # refused before any download: never half a set
+            raise FileExistsError(f"{', '.join(existing)} exist (overwrite=True, or --force, replaces them)")
+        return [self.download_artifact(i, path, overwrite=overwrite) for i, path in targets]
 
     # -- before any compute ----------------------------------------------------------------------------------------
 

@@ -57,6 +57,13 @@ def test_a_job_is_followed_to_its_end_and_its_artifacts_are_verified(sparseq, tm
     assert len({(u["status"], u["progress"]) for u in updates}) == len(updates)  # one call per change
 
     paths = sparseq.download_artifacts(job["id"], tmp_path / "out")
+    report = tmp_path / "out" / "report.json"
+    report.unlink()
+    (tmp_path / "out" / "model.safetensors").write_bytes(b"kept")
+    with pytest.raises(FileExistsError, match=r"model\.safetensors"):
+        sparseq.download_artifacts(job["id"], tmp_path / "out")
+    assert not report.exists()  # refused before any download, not half-way
+    paths = sparseq.download_artifacts(job["id"], tmp_path / "out", overwrite=True)
     listed = {a["filename"]: a["sha256"] for a in sparseq.artifacts(job["id"])}
     assert "model.safetensors" in listed
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths} == listed
