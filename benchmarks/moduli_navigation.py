@@ -30,6 +30,13 @@ tables are in benchmarks/results/):
   7.85 +- 0.18, no regulariser 7.87 +- 0.31 cm (3000 steps, 2 seeds). Unregularised pruning does not fail here
   (the paper: 78.6 cm at 4096 units), so there is no failure for the geometry to prevent; the paper scale
   (``--paper-scale``, GPU hours) remains the test of the claim.
+- Identity init makes pruning harmless, for a reason of its own: W_hh = I is already a sparse integrator, and magnitude
+  pruning keeps its diagonal (at 1024 units, nearly all 1024 self-connections survive in the 3% of W_hh kept). At
+  1024 units with the paper's global scope (90%, 1000 steps, 2 seeds), every sparse variant matches the dense model:
+  no regulariser 5.54 +- 0.07, torus DoG 5.58, permuted 5.49, plain L1 5.51, dense 5.64 +- 0.26 cm.
+- With random init (3000 steps, lambda 0.1, 2 seeds) pruning does hurt (dense 5.2-5.4 cm, sparse 22-25 cm), but the
+  geometry does not help: default init torus DoG 24.20, permuted 22.60, none 23.50, plain L1 25.25; orthogonal init
+  torus DoG 22.28, permuted 22.40, none 25.06 +- 3.80, plain L1 24.50.
 - Higher sparsity (1000 steps): at 95% torus DoG is the best sparse variant but not clearly, and Klein is not (3 seeds:
   torus 31.40 +- 0.98, circle 32.22, permuted 32.23, Klein 33.66, plain L1 33.74, none 33.81, sphere 33.87 cm; lottery
   re-init 35.5-36.5 cm for torus, Klein and permuted alike); at 98% torus and permuted tie (35.93 cm, 2 seeds) ahead of
