@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from client.sdk import TERMINAL, Client, SparseqError, safe_name
 
 PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights")
@@ -91,7 +93,11 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("SPARSEQ_API_KEY")
     if not api_key:
         raise UsageError("no API key: set SPARSEQ_API_KEY or pass --api-key (sparseqd create-key NAME makes one)")
-    with Client(api_key, args.url) as sparseq:
+    try:
+        sparseq = Client(api_key, args.url)
+    except (ValueError, httpx.InvalidURL) as error:  # the key is never part of the message
+        raise UsageError(str(error)) from None
+    with sparseq:
         command = (args.group, args.command)
         if command == ("files", "upload"):
             show(sparseq.upload_file(args.path, args.purpose))

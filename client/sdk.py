@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -75,6 +76,26 @@ def safe_name(name: str) -> str:
     if last in ("", ".", ".."):
         raise SparseqError(0, "bad_filename", f"the service sent a file name that is not a file: {name!r}")
     return last
+
+
+def _exists(path: Path) -> FileExistsError:
+    return FileExistsError(f"{path} exists (overwrite=True, or --force on the command line, replaces it)")
+
+
+def _place(partial: Path, destination: Path, overwrite: bool) -> None:
+    """Move a finished download into place; without ``overwrite`` never over an existing file (a hard link fails
+    where the name is taken, atomically; where links are not supported, a check just before the rename)."""
+    if overwrite:
+        os.replace(partial, destination)
+        return
+    try:
+        os.link(partial, destination)
+    except FileExistsError:
+        raise _exists(destination) from None
+    except OSError:  # no hard links on this file system
+        if destination.exists():
+            raise _exists(destination) from None
+        os.replace(partial, destination)
 
 
 class Client:
@@ -152,28 +173,32 @@ class Client:
             after = page["data"][-1]["id"]
 
     def _download(self, path: str, destination: str | Path, describe: str, *, overwrite: bool) -> Path:
-        """Stream to a temporary file beside ``destination``, check it against the sha256 the API gives (its header,
-        else the object at ``describe``), then rename. An existing ``destination`` is kept unless ``overwrite``."""
+        """Stream to a scratch file of its own beside ``destination``, check it against the sha256 the API gives (its
+        header, else the object at ``describe``), then move it into place. Without ``overwrite`` the move refuses an
+        existing ``destination``, also one that appeared during the download."""
         destination = Path(destination)
         if destination.exists() and not overwrite:
-            raise FileExistsError(f"{destination} exists (overwrite=True, or --force on the command line, replaces it)")
+            raise _exists(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        partial = destination.with_name(destination.name + ".part")
+        descriptor, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+        partial = Path(name)
         digest = hashlib.sha256()
         try:
-            with self._http.stream("GET", path) as response:
+            with os.fdopen(descriptor, "wb") as handle, self._http.stream("GET", path) as response:
                 if response.is_error:
                     response.read()
                     raise _error_of(response)
                 expected = response.headers.get("x-content-sha256")
-                with open(partial, "wb") as handle:
-                    for chunk in response.iter_bytes(CHUNK):
-                        digest.update(chunk)
-                        handle.write(chunk)
-            expected = expected or self._get(describe)["sha256"]
+                for chunk in response.iter_bytes(CHUNK):
+                    digest.update(chunk)
+                    handle.write(chunk)
+            if not expected:
+                expected = self._get(describe).get("sha256")
+                if not expected:
+                    raise SparseqError(0, "bad_response", f"{describe}: the service gave no sha256 to check against")
             if digest.hexdigest() != expected:
                 raise SparseqError(0, "corrupt_download", f"{path}: sha256 {digest.hexdigest()}, expected {expected}")
-            os.replace(partial, destination)
+            _place(partial, destination, overwrite)
         except httpx.TransportError as error:
             raise SparseqError(0, "connection_error", _unreachable(self._shown_url, error, path)) from None
         finally:
@@ -262,8 +287,11 @@ class Client:
     def download_artifacts(self, job_id: str, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
         """Every artifact of a job into ``directory`` under its own file name, each checked against its sha256."""
         targets = [(a["id"], Path(directory) / safe_name(a["filename"])) for a in self.artifacts(job_id)]
+        names = [path.name.casefold() for _, path in targets]  # case-insensitive file systems too
+        if len(set(names)) != len(names):  # refused before any download: never half a set, nothing replaced
+            raise SparseqError(0, "bad_filename", f"job {job_id} has two artifacts of one name: {sorted(names)}")
         existing = [str(path) for _, path in targets if path.exists()]
-        if existing and not overwrite:  # refused before any download: never half a set
+        if existing and not overwrite:
             raise FileExistsError(f"{', '.join(existing)} exist (overwrite=True, or --force, replaces them)")
         return [self.download_artifact(i, path, overwrite=overwrite) for i, path in targets]
 

@@ -197,9 +197,16 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "gc":
         _configure(args)
         # Never migrates: a gc run from a newer checkout must not change the schema under running servers.
-        from service.migrate import revisions
+        from service.migrate import known, revisions
 
-        current, head = revisions(get_settings().resolved_database_url)
+        url = get_settings().resolved_database_url
+        current, head = revisions(url)
+        if current is None:
+            sys.exit("sparseqd gc: the database has no schema: run sparseqd migrate first (or check --data-dir)")
+        if current != head and not known(url, current):
+            sys.exit(
+                f"sparseqd gc: the database is at revision {current}, newer than this code ({head}): use newer code"
+            )
         if current != head:
             sys.exit(f"sparseqd gc: the database is at revision {current}, not {head}: run sparseqd migrate first")
         print(_collect_garbage(args.dry_run, args.temporary_age_hours * 3600))

@@ -255,7 +255,7 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         heartbeat.stop()
         for _, temporary, _, _ in staged:  # placed by a commit, or left over by a failure before it
             temporary.unlink(missing_ok=True)
-    if outcome == "succeeded":  # the blobs of the artifacts a redelivered run replaced, once the job is finished
+    if replaced:  # the blobs of artifacts a redelivered run replaced (recorded, whatever became of the job then)
         _release_quietly(sessions, store, job_id, replaced)
     # Only a finished job loses its work directory: one interrupted by the worker's shutdown (a BaseException, which
     # passes through above) keeps its training state for the redelivery to resume from.

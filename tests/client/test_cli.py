@@ -84,6 +84,9 @@ def test_refusals_are_one_line_on_stderr_without_a_traceback(server, tmp_path):
     no_key = run("jobs", "list")
     assert no_key.returncode == 2 and "SPARSEQ_API_KEY" in no_key.stderr
 
+    pasted = run("jobs", "list", server=server, key=server.key + "\r")  # a key read from a Windows file
+    assert pasted.returncode == 2 and "trailing newline" in pasted.stderr and server.key not in pasted.stderr
+
     broken = tmp_path / "recipe.json"
     broken.write_text("{not json")
     bad_recipe = run("jobs", "create", str(broken), server=server)
@@ -96,5 +99,5 @@ def test_refusals_are_one_line_on_stderr_without_a_traceback(server, tmp_path):
 
     no_such_file = run("files", "upload", str(tmp_path / "absent.txt"), "--purpose", "lm_text", server=server)
     assert no_such_file.returncode == 1 and "absent.txt" in no_such_file.stderr
-    for result in (wrong_key, no_key, bad_recipe, bad_role, no_such_file):
+    for result in (wrong_key, no_key, pasted, bad_recipe, bad_role, no_such_file):
         assert "Traceback" not in result.stderr

@@ -249,3 +249,52 @@ def test_an_answer_that_is_not_json_is_an_error_not_a_crash():
     with Client("sk_x", "http://sparseq.test", transport=transport) as client, pytest.raises(SparseqError) as bad:
         client.get_job("job_1")
     assert bad.value.code == "bad_response"
+
+
+def test_a_failed_download_leaves_the_users_files_alone(tmp_path):
+    own = tmp_path / "model.safetensors.part"  # a file of the user's that only looks like a scratch file
+    own.write_bytes(b"mine")
+    missing = httpx.Response(404, json={"error": {"code": "not_found", "message": "no artifact", "param": None}})
+    transport, _ = scripted(missing)
+    with Client("sk_x", "http://sparseq.test", transport=transport) as client, pytest.raises(SparseqError):
+        client.download_artifact("art_1", tmp_path / "model.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors.part"]
+    assert own.read_bytes() == b"mine"
+
+
+def test_a_file_that_appears_during_a_download_is_not_replaced(tmp_path):
+    target = tmp_path / "model.safetensors"
+    body = b"downloaded"
+
+    def answer_after_the_user_wrote_the_file(request: httpx.Request) -> httpx.Response:
+        target.write_bytes(b"written meanwhile")
+        return httpx.Response(200, content=body, headers={"x-content-sha256": hashlib.sha256(body).hexdigest()})
+
+    transport = httpx.MockTransport(answer_after_the_user_wrote_the_file)
+    with Client("sk_x", "http://sparseq.test", transport=transport) as client, pytest.raises(FileExistsError):
+        client.download_artifact("art_1", target)
+    assert target.read_bytes() == b"written meanwhile"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no scratch file left
+
+
+def test_a_job_whose_artifacts_share_a_name_is_refused_before_any_download(tmp_path):
+    listing = {
+        "object": "list",
+        "has_more": False,
+        "data": [
+            {"id": "art_1", "filename": "x/Model.pt", "sha256": "0" * 64},
+            {"id": "art_2", "filename": "model.pt", "sha256": "1" * 64},
+        ],
+    }
+    transport, seen = scripted(httpx.Response(200, json=listing))
+    with Client("sk_x", "http://sparseq.test", transport=transport) as client, pytest.raises(SparseqError) as twice:
+        client.download_artifacts("job_1", tmp_path)
+    assert twice.value.code == "bad_filename"
+    assert len(seen) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_listing_without_a_digest_is_a_bad_response(tmp_path):
+    transport, _ = scripted(httpx.Response(200, content=b"x"), httpx.Response(200, json={"id": "art_1"}))
+    with Client("sk_x", "http://sparseq.test", transport=transport) as client, pytest.raises(SparseqError) as bad:
+        client.download_artifact("art_1", tmp_path / "a")
+    assert bad.value.code == "bad_response" and list(tmp_path.iterdir()) == []

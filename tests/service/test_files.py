@@ -572,6 +572,16 @@ def test_an_artifact_of_the_same_bytes_during_a_blob_release_keeps_its_content(s
     assert store.path(sha).read_bytes() == content
 
 
+def test_an_upload_whose_blob_lock_fails_leaves_nothing_staged(app, alice, store, lm_bytes, monkeypatch):
+    def timed_out(*args) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(file_service, "lock_blob", timed_out)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        assert upload(client, alice, lm_bytes).status_code == 500
+    assert leftovers(store) == [] and blob_files(store) == []
+
+
 def test_another_owner_gets_404_on_every_file_route(client, alice, bob, lm_bytes):
     created = upload_ok(client, alice, lm_bytes)
     file_id = created["id"]

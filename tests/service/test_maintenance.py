@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -85,8 +86,17 @@ def test_the_command_reports_what_it_removed(tmp_path):
     unmigrated = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert unmigrated.returncode == 1 and "run sparseqd migrate first" in unmigrated.stderr  # gc never migrates
     assert "Traceback" not in unmigrated.stderr
+    assert not (data_dir / "sparseq.db").exists()  # nor leaves an empty database behind
     migrate = [sys.executable, "-m", "service.cli", "migrate", "--data-dir", str(data_dir)]
     subprocess.run(migrate, capture_output=True, env=env, timeout=120, check=True)
+
+    with sqlite3.connect(data_dir / "sparseq.db") as database:  # as if newer code had migrated it
+        head = database.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+        database.execute("UPDATE alembic_version SET version_num = '9999'")
+    newer = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert newer.returncode == 1 and "newer than this code" in newer.stderr
+    with sqlite3.connect(data_dir / "sparseq.db") as database:
+        database.execute("UPDATE alembic_version SET version_num = ?", (head,))
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
     assert first.stdout.startswith("removed 0 unreferenced blobs (0 bytes)")
 

@@ -140,6 +140,25 @@ def test_a_release_that_fails_after_the_job_finished_does_not_fail_the_job(world
     assert store.exists(old)  # left for sparseqd gc
 
 
+def test_replaced_blobs_are_released_once_recorded_even_if_the_job_then_fails(world, monkeypatch):
+    settings, sessions, store = world
+    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
+    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
+    old, _ = store.put_chunks([b"the earlier run's checkpoint"])
+    with session_scope(sessions) as session:
+        session.add(Artifact(job_id=job_id, owner="alice", kind="file", filename="m", bytes=1, sha256=old))
+    finish = tasks._finish
+
+    def locked_at_success(sessions, job_id, **values) -> None:
+        if values.get("status") == "succeeded":
+            raise OperationalError("finish", {}, Exception("database is locked"))
+        finish(sessions, job_id, **values)
+
+    monkeypatch.setattr(tasks, "_finish", locked_at_success)
+    assert tasks.run_job(job_id) == "failed"
+    assert not store.exists(old)  # its artifact row was replaced: nothing refers to it any more
+
+
 def test_gives_up_after_max_attempts(world):
     settings, sessions, _ = world
     stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
