@@ -197,18 +197,16 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "gc":
         _configure(args)
         # Never migrates: a gc run from a newer checkout must not change the schema under running servers.
-        from service.migrate import known, revisions
+        from service.migrate import schema_state
 
-        url = get_settings().resolved_database_url
-        current, head = revisions(url)
-        if current is None:
-            sys.exit("sparseqd gc: the database has no schema: run sparseqd migrate first (or check --data-dir)")
-        if current != head and not known(url, current):
-            sys.exit(
-                f"sparseqd gc: the database is at revision {current}, newer than this code ({head}): use newer code"
-            )
-        if current != head:
-            sys.exit(f"sparseqd gc: the database is at revision {current}, not {head}: run sparseqd migrate first")
+        state, current, head = schema_state(get_settings().resolved_database_url)
+        refusal = {
+            "missing": "the database has no schema: run sparseqd migrate first (or check --data-dir)",
+            "behind": f"the database is at revision {current}, not {head}: run sparseqd migrate first",
+            "ahead": f"the database is at revision {current}, newer than this code ({head}): use newer code",
+        }
+        if state != "current":
+            sys.exit(f"sparseqd gc: {refusal[state]}")
         print(_collect_garbage(args.dry_run, args.temporary_age_hours * 3600))
     elif args.command == "migrate":
         _configure(args)

@@ -56,15 +56,11 @@ def create_file(session: Session, store: BlobStore, *, owner: str, upload: Uploa
     if purpose not in PURPOSES:
         upload.temporary.unlink(missing_ok=True)
         raise BadRequest(f"purpose must be one of {list(PURPOSES)}, got {purpose!r}", param="purpose")
-    try:  # validated before the blob lock is taken: reading a large corpus takes seconds
-        ok, detail, stats = validate_content(purpose, upload.temporary)
-    except BaseException:
-        upload.temporary.unlink(missing_ok=True)
-        raise
     try:
+        ok, detail, stats = validate_content(purpose, upload.temporary)  # before the lock: it can take seconds
         lock_blob(session, upload.sha256)
         store.commit(upload.temporary, upload.sha256)
-    except BaseException:  # a lock that timed out, say: the staged bytes go with the request
+    except BaseException:  # invalid beyond reading, a lock that timed out...: the staged bytes go with the request
         upload.temporary.unlink(missing_ok=True)
         raise
     file = File(
@@ -109,8 +105,14 @@ def lock_files(session: Session, file_ids) -> None:
     """
     ids = sorted({file_id for file_id in file_ids if file_id})
     if ids:
-        statement = update(File).where(File.id.in_(ids)).values(purpose=File.purpose)
-        session.execute(statement.execution_options(synchronize_session=False))
+        _touch_files(session, File.id.in_(ids))
+
+
+def _touch_files(session: Session, where) -> None:
+    """An UPDATE of the matching file rows that changes nothing: it takes their row locks on PostgreSQL and, even
+    where no row matches, the database write lock on SQLite; both are held until the transaction ends."""
+    statement = update(File).where(where).values(purpose=File.purpose)
+    session.execute(statement.execution_options(synchronize_session=False))
 
 
 def delete_file(session: Session, *, owner: str, file_id: str) -> str:
@@ -131,13 +133,12 @@ def lock_blob(session: Session, sha256: str) -> None:
     its blob. Unlocked, the deletion could find no reference, the upload then commit its row on the existing blob, and
     the deletion remove the bytes under it. Whoever places a blob and records its reference, and whoever checks the
     references and removes it, hold this lock throughout: PostgreSQL an advisory lock on the digest, SQLite its
-    database write lock (taken by an UPDATE that changes nothing, as in :func:`lock_files`).
+    database write lock (taken by an UPDATE that changes nothing, as :func:`lock_files` takes it).
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(sha256[:15], 16)})
     else:
-        statement = update(File).where(File.sha256 == sha256).values(purpose=File.purpose)
-        session.execute(statement.execution_options(synchronize_session=False))
+        _touch_files(session, File.sha256 == sha256)
 
 
 def release_blob(sessions: sessionmaker[Session], store: BlobStore, sha256: str) -> bool:

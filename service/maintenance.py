@@ -12,7 +12,6 @@ What is collected, and why it can be there:
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -22,11 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.files import release_blob
-from service.models import Artifact, File, Job
+from service.models import LIVE, Artifact, File, Job
 from service.storage import BlobStore
-
-TERMINAL = ("succeeded", "failed", "cancelled")
-DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -56,10 +52,8 @@ def collect(
     with sessions() as session:
         referenced = set(session.scalars(select(File.sha256).where(File.deleted_at.is_(None))))
         referenced |= set(session.scalars(select(Artifact.sha256)))
-    for path in sorted(store.root.glob("[0-9a-f][0-9a-f]/*")):
-        sha = path.name
-        # Only blobs: anything else there (an NFS .nfs* placeholder, say) is not the store's to judge.
-        if sha in referenced or not DIGEST.fullmatch(sha) or sha[:2] != path.parent.name:
+    for sha, path in store.blobs():
+        if sha in referenced:
             continue
         try:
             size = path.stat().st_size
@@ -71,7 +65,7 @@ def collect(
             collected.blob_bytes += size
 
     cutoff = time.time() - temporary_age_s
-    for path in sorted((store.root / "tmp").iterdir()):
+    for path in sorted(store.staging.iterdir()):
         try:
             stale = path.is_file() and path.stat().st_mtime < cutoff
         except FileNotFoundError:  # an upload placed it meanwhile
@@ -84,9 +78,7 @@ def collect(
     if work_root is not None and work_root.is_dir():
         directories = {path.name: path for path in work_root.iterdir() if path.is_dir()}
         with sessions() as session:
-            live = set(
-                session.scalars(select(Job.id).where(Job.id.in_(list(directories)), Job.status.not_in(TERMINAL)))
-            )
+            live = set(session.scalars(select(Job.id).where(Job.id.in_(list(directories)), Job.status.in_(LIVE))))
         for job_id, path in sorted(directories.items()):
             if job_id not in live:
                 collected.work_dirs.append(path)

@@ -25,33 +25,35 @@ def downgrade(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
-def revisions(url: str) -> tuple[str | None, str]:
-    """(the database's revision, or None where it has no schema; the newest revision of the migrations)."""
+def schema_state(url: str) -> tuple[str, str | None, str]:
+    """How the database stands against these migrations: ("current" | "missing" | "behind" | "ahead", its revision,
+    the newest one). "ahead": at a revision these migrations do not know (newer code migrated it). Looking never
+    creates anything, not even an empty SQLite file."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
     from sqlalchemy.engine import make_url
 
     from service.db import make_engine
 
-    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    script = ScriptDirectory.from_config(alembic_config(url))
+    head = script.get_current_head()
     location = make_url(url)
     on_disk = location.get_backend_name() == "sqlite" and location.database not in (None, "", ":memory:")
-    if on_disk and not Path(location.database).exists():  # connecting would create an empty database file
-        return None, head
+    if on_disk and not Path(location.database).exists():
+        return "missing", None, head
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision(), head
+            current = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
-
-
-def known(url: str, revision: str) -> bool:
-    """Whether ``revision`` is one of these migrations (a database migrated by newer code has one that is not)."""
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
+    if current is None:
+        return "missing", None, head
+    if current == head:
+        return "current", current, head
     try:
-        return ScriptDirectory.from_config(alembic_config(url)).get_revision(revision) is not None
+        known = script.get_revision(current) is not None
     except CommandError:
-        return False
+        known = False
+    return ("behind" if known else "ahead"), current, head

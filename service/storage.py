@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 CHUNK = 1 << 20
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class TooLarge(Exception):
@@ -19,19 +21,26 @@ class TooLarge(Exception):
 class BlobStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "tmp").mkdir(exist_ok=True)
+        self.staging = self.root / "tmp"  # uploads and outputs on their way in, renamed into place by commit()
+        self.staging.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
-        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        if not DIGEST.fullmatch(sha256):
             raise ValueError(f"not a sha256 digest: {sha256!r}")
         return self.root / sha256[:2] / sha256
+
+    def blobs(self) -> Iterator[tuple[str, Path]]:
+        """(sha256, path) of every stored blob; anything else in the store (a placeholder NFS leaves for a file still
+        open elsewhere, say) is not listed."""
+        for path in sorted(self.root.glob("[0-9a-f][0-9a-f]/*")):
+            if DIGEST.fullmatch(path.name) and path.parent.name == path.name[:2]:
+                yield path.name, path
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).exists()
 
     def temporary(self) -> tuple[int, Path]:
-        descriptor, name = tempfile.mkstemp(dir=self.root / "tmp")
+        descriptor, name = tempfile.mkstemp(dir=self.staging)
         return descriptor, Path(name)
 
     def commit(self, temporary: Path, sha256: str) -> Path:

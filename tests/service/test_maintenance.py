@@ -95,6 +95,10 @@ def test_the_command_reports_what_it_removed(tmp_path):
         database.execute("UPDATE alembic_version SET version_num = '9999'")
     newer = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert newer.returncode == 1 and "newer than this code" in newer.stderr
+    with sqlite3.connect(data_dir / "sparseq.db") as database:  # as if this code had not migrated it yet
+        database.execute("UPDATE alembic_version SET version_num = '0001'")
+    older = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert older.returncode == 1 and f"at revision 0001, not {head}: run sparseqd migrate" in older.stderr
     with sqlite3.connect(data_dir / "sparseq.db") as database:
         database.execute("UPDATE alembic_version SET version_num = ?", (head,))
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=True)
