@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,12 +89,9 @@ def wait_and_report(sparseq: Client, job_id: str, timeout: float | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    api_key = args.api_key or os.environ.get("SPARSEQ_API_KEY")
-    if not api_key:
-        raise UsageError("no API key: set SPARSEQ_API_KEY or pass --api-key (sparseqd create-key NAME makes one)")
     try:
-        sparseq = Client(api_key, args.url)
-    except (ValueError, httpx.InvalidURL) as error:  # the key is never part of the message
+        sparseq = Client(args.api_key, args.url)  # --api-key, else SPARSEQ_API_KEY
+    except (ValueError, httpx.InvalidURL) as error:  # no key, a malformed one, a bad URL (never showing the key)
         raise UsageError(str(error)) from None
     with sparseq:
         command = (args.group, args.command)

@@ -78,8 +78,9 @@ def safe_name(name: str) -> str:
     return last
 
 
-def _exists(path: Path) -> FileExistsError:
-    return FileExistsError(f"{path} exists (overwrite=True, or --force on the command line, replaces it)")
+def _exists(*paths: Path) -> FileExistsError:
+    names = ", ".join(map(str, paths))
+    return FileExistsError(f"{names} already there (overwrite=True, or --force on the command line, replaces it)")
 
 
 def _place(partial: Path, destination: Path, overwrite: bool) -> None:
@@ -113,7 +114,7 @@ class Client:
     ) -> None:
         api_key = api_key or os.environ.get("SPARSEQ_API_KEY")
         if not api_key:
-            raise ValueError("no API key: pass api_key= or set SPARSEQ_API_KEY (sparseqd create-key NAME makes one)")
+            raise ValueError("no API key: set SPARSEQ_API_KEY or pass one (sparseqd create-key NAME makes one)")
         if not all("!" <= c <= "~" for c in api_key):  # the key itself is never echoed, not even in an error
             raise ValueError("the API key has whitespace, control or non-ASCII characters (a trailing newline?)")
         self.base_url = (base_url or os.environ.get("SPARSEQ_URL") or DEFAULT_URL).rstrip("/")
@@ -137,12 +138,14 @@ class Client:
 
     # -- transport -------------------------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, retry_statuses: tuple[int, ...] = (), **kwargs) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, retry_statuses: tuple[int, ...] = (), retries: int | None = None, **kwargs
+    ) -> httpx.Response:
         """One call; retried (``self.retries`` times, exponential backoff) on connection errors and ``retry_statuses``.
 
         Only idempotent calls may pass ``retry_statuses``; a call that must not repeat passes ``retries=0``.
         """
-        retries = kwargs.pop("retries", self.retries)
+        retries = self.retries if retries is None else retries
         for attempt in range(retries + 1):
             last = attempt == retries
             try:
@@ -290,9 +293,9 @@ class Client:
         names = [path.name.casefold() for _, path in targets]  # case-insensitive file systems too
         if len(set(names)) != len(names):  # refused before any download: never half a set, nothing replaced
             raise SparseqError(0, "bad_filename", f"job {job_id} has two artifacts of one name: {sorted(names)}")
-        existing = [str(path) for _, path in targets if path.exists()]
+        existing = [path for _, path in targets if path.exists()]
         if existing and not overwrite:
-            raise FileExistsError(f"{', '.join(existing)} exist (overwrite=True, or --force, replaces them)")
+            raise _exists(*existing)
         return [self.download_artifact(i, path, overwrite=overwrite) for i, path in targets]
 
     # -- before any compute ----------------------------------------------------------------------------------------

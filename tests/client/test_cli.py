@@ -41,7 +41,7 @@ def test_upload_submit_wait_and_download(server, lm_text, tmp_path):
     assert fetched.returncode == 0, fetched.stderr
     assert (tmp_path / "back.txt").read_bytes() == lm_text
     again = run("files", "download", file["id"], "-o", str(tmp_path / "back.txt"), server=server)
-    assert again.returncode == 1 and "exists" in again.stderr  # nothing is replaced unless asked
+    assert again.returncode == 1 and "already there" in again.stderr  # nothing is replaced unless asked
     forced = run("files", "download", file["id"], "-o", str(tmp_path / "back.txt"), "--force", server=server)
     assert forced.returncode == 0, forced.stderr
     named = run("files", "download", file["id"], server=server, cwd=tmp_path / "out")
