@@ -6,17 +6,13 @@ from __future__ import annotations
 import pytest
 
 from client import Client
-from tests.system.conftest import Server, process_env
+from tests.system.conftest import served
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("client") / "data"
-    started = Server(data_dir, env=process_env(data_dir))
-    try:
-        yield started.start()
-    finally:
-        started.close()
+    with served(tmp_path_factory.mktemp("client") / "data") as server:
+        yield server
 
 
 @pytest.fixture

@@ -377,6 +377,17 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def served(data_dir: Path) -> Iterator[Server]:
+    """A started ``sparseqd serve`` on ``data_dir``, ended with everything below it when the block ends (for module
+    fixtures; tests that start their own use ``start_server``)."""
+    server = Server(data_dir, env=process_env(data_dir))
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
 @pytest.fixture
 def start_server(tmp_path_factory) -> Iterator:
     """``start_server(*args, env=...)`` -> a started Server; every one is ended (by pid) when the test ends."""

@@ -13,13 +13,12 @@ import pytest
 
 from tests.system.conftest import (
     LM_RECIPE,
-    Server,
     alive,
     assert_ran_through,
     check_language_model_job,
     checkpoint_of,
     navigation_recipe,
-    process_env,
+    served,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -27,12 +26,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("serve") / "data"
-    started = Server(data_dir, env=process_env(data_dir))
-    try:
-        yield started.start()
-    finally:
-        started.close()
+    with served(tmp_path_factory.mktemp("serve") / "data") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -103,14 +103,22 @@ def test_a_stale_running_job_is_taken_over_and_counted(world):
     assert any("resuming" in message for message in events(sessions, job_id))
 
 
-def test_a_redelivered_run_replaces_the_artifacts_and_releases_their_unused_blobs(world):
+def redelivered_job_with_artifacts(world, *contents: bytes) -> tuple[str, list[str]]:
+    """A running job whose worker went silent, with an earlier delivery's artifacts of these contents (stored)."""
     settings, sessions, store = world
     stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
     job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
-    only_old, shared = store.put_chunks([b"the earlier run's checkpoint"])[0], store.put_chunks([b"also a file"])[0]
+    digests = [store.put_chunks([content])[0] for content in contents]
     with session_scope(sessions) as session:
-        for sha in (only_old, shared):
+        for sha in digests:
             session.add(Artifact(job_id=job_id, owner="alice", kind="file", filename=sha, bytes=1, sha256=sha))
+    return job_id, digests
+
+
+def test_a_redelivered_run_replaces_the_artifacts_and_releases_their_unused_blobs(world):
+    _, sessions, store = world
+    job_id, (only_old, shared) = redelivered_job_with_artifacts(world, b"the earlier run's checkpoint", b"also a file")
+    with session_scope(sessions) as session:
         session.add(File(owner="alice", purpose="weights", filename="f", bytes=1, sha256=shared, status="processed"))
 
     assert tasks.run_job(job_id) == "succeeded"
@@ -124,12 +132,8 @@ def test_a_redelivered_run_replaces_the_artifacts_and_releases_their_unused_blob
 
 
 def test_a_release_that_fails_after_the_job_finished_does_not_fail_the_job(world, monkeypatch):
-    settings, sessions, store = world
-    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
-    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
-    old, _ = store.put_chunks([b"the earlier run's checkpoint"])
-    with session_scope(sessions) as session:
-        session.add(Artifact(job_id=job_id, owner="alice", kind="file", filename="m", bytes=1, sha256=old))
+    _, sessions, store = world
+    job_id, (old,) = redelivered_job_with_artifacts(world, b"the earlier run's checkpoint")
 
     def locked(*args) -> bool:
         raise OperationalError("release", {}, Exception("database is locked"))
@@ -141,12 +145,8 @@ def test_a_release_that_fails_after_the_job_finished_does_not_fail_the_job(world
 
 
 def test_replaced_blobs_are_released_once_recorded_even_if_the_job_then_fails(world, monkeypatch):
-    settings, sessions, store = world
-    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
-    job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
-    old, _ = store.put_chunks([b"the earlier run's checkpoint"])
-    with session_scope(sessions) as session:
-        session.add(Artifact(job_id=job_id, owner="alice", kind="file", filename="m", bytes=1, sha256=old))
+    store = world[2]
+    job_id, (old,) = redelivered_job_with_artifacts(world, b"the earlier run's checkpoint")
     finish = tasks._finish
 
     def locked_at_success(sessions, job_id, **values) -> None:
