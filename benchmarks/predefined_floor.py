@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,9 +35,10 @@ from predefined_speed import (
     GATES,
     SEQ_LEN,
     TARGET_DENSE_RATIO,
+    Variant,
+    measure,
     parse_sizes,
     solve_sparse_size,
-    synchronize,
 )
 
 from compress.predefined import dense_parameter_count
@@ -47,20 +47,13 @@ MAX_FIT_ERROR = 0.10  # a fit worse than this on its own shapes does not describ
 
 
 def step_time(n_in: int, hidden: int, device: torch.device, repeats: int) -> float:
-    """Median seconds of one forward+backward step of ``nn.LSTM(n_in, hidden)``."""
+    """Median seconds of one forward+backward step of ``nn.LSTM(n_in, hidden)``, timed as predefined_speed.py times
+    its rows (two warm-up steps)."""
     lstm = nn.LSTM(n_in, hidden, device=device)
+    row = Variant("b", f"nn.LSTM({n_in}, {hidden})", None, hidden, lstm, lambda x: lstm(x)[0], [])
     x = torch.randn(SEQ_LEN, BATCH, n_in, device=device, requires_grad=True)
-    times = []
-    for i in range(repeats + 2):
-        lstm.zero_grad(set_to_none=True)
-        x.grad = None
-        synchronize(device)
-        begin = time.perf_counter()
-        lstm(x)[0].sum().backward()
-        synchronize(device)
-        if i >= 2:  # two warm-up steps
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+    measure([row], x, device, repeats, warmup=2, seed=0)
+    return statistics.median(row.times)
 
 
 def fit(n: int, device: torch.device, repeats: int) -> tuple[list[float], list[tuple[int, int, float, float]]]:
