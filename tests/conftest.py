@@ -12,3 +12,14 @@ def ptb() -> dict[str, str]:
         warnings.simplefilter("ignore", SyntaxWarning)
         import treebank
     return {split: treebank.penn[split] for split in ("train", "valid", "test")}
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch work in the test process stays on one core (the machine has two; a server or worker may hold the other)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -369,12 +369,8 @@ def ptb_slices(ptb) -> dict[str, str]:
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread():
+def _system_tests_on_one_torch_thread(one_torch_thread):
     """load_checkpoint and forward passes in the test process itself stay on one core too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
