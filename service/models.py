@@ -86,6 +86,8 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    warnings: Mapped[list[Any] | None] = mapped_column(JSON)  # [{code, message, tensor}] from the verdict
+    live: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the latest progress report: phase, step, loss, ETA
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
