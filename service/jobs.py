@@ -16,7 +16,16 @@ from compress.spec import Recipe, format_validation_error
 from service.errors import BadRequest, Conflict, NotFound, Unprocessable
 from service.files import get_file, lock_files
 from service.models import TERMINAL, Artifact, Job, JobEvent, utcnow
-from service.schemas import ArtifactObject, EventObject, JobCreate, JobError, JobObject, unix
+from service.schemas import (
+    ArtifactObject,
+    EventObject,
+    JobCreate,
+    JobError,
+    JobLive,
+    JobObject,
+    JobWarning,
+    unix,
+)
 
 # data role -> purpose each task accepts (required roles first)
 ROLES = {
@@ -36,6 +45,8 @@ def render(job: Job) -> JobObject:
         progress=job.progress,
         metrics=job.metrics or {},
         error=JobError(**job.error) if job.error else None,
+        warnings=[JobWarning(**w) for w in job.warnings or []],
+        live=JobLive(**job.live) if job.live else None,
         attempts=job.attempts,
         created_at=unix(job.created_at),
         started_at=unix(job.started_at),

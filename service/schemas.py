@@ -32,6 +32,28 @@ class JobError(BaseModel):
     message: str
 
 
+class JobWarning(BaseModel):
+    code: str = Field(..., description="e.g. tensor_at_floor, tensor_pruned_away, worse_than_reference")
+    message: str
+    tensor: str | None = Field(None, description="the parameter the warning is about, where there is one")
+
+
+class JobLive(BaseModel):
+    """The latest progress report of a running job (also the last one of a finished job)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    phase: str = Field(..., description="reference, train, prune, fine_tune, lottery or a baseline's name")
+    step: int
+    total_steps: int
+    loss: float | None = None
+    metric: str | None = Field(None, description="the task's metric name, e.g. valid_perplexity")
+    value: float | None = Field(None, description="its latest evaluated value")
+    sparsity: float | None = None
+    eta_s: float | None = Field(None, description="seconds the whole job still needs, estimated")
+    updated_at: int | None = None
+
+
 class JobObject(BaseModel):
     object: Literal["job"] = "job"
     id: str
@@ -41,6 +63,8 @@ class JobObject(BaseModel):
     progress: float
     metrics: dict[str, Any]
     error: JobError | None = None
+    warnings: list[JobWarning] = Field(default_factory=list)
+    live: JobLive | None = None
     attempts: int
     created_at: int
     started_at: int | None = None
