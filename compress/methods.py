@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from compress.moduli import ModuliRegularizer
-from compress.pruning import Pruner, PruningSchedule
+from compress.pruning import Pruner, PruningSchedule, prunable_names
 from compress.spec import MagnitudePruningMethod, ModuliPruningMethod
 from compress.train import MethodHooks
 
@@ -44,7 +44,15 @@ class PruningHooks(MethodHooks):
         self.start = round(method.start_fraction * total_steps)
         self.end = max(self.start + 1, round(method.end_fraction * total_steps))
         schedule = PruningSchedule(method.target_sparsity, method.schedule, start=self.start, end=self.end)
-        self.pruner = Pruner(model, scope=method.scope, schedule=schedule)
+        self.pruner = Pruner(
+            model,
+            prunable_names(model, method.targets),
+            schedule=schedule,
+            allocation=method.allocation,
+            floors=method.floors,
+            min_density=method.min_density,
+            per_gate=method.per_gate,
+        )
         self.pruner.attach(optimizer)
         if self.fixed_masks is not None:
             self.pruner.set_masks(self.fixed_masks)
@@ -89,8 +97,14 @@ class PruningHooks(MethodHooks):
         if self.regularizer is not None and "regularizer" in state:
             self.regularizer.load_state_dict(state["regularizer"])
 
+    def phase(self, step: int) -> str:
+        if self.fixed_masks is not None:
+            return "lottery"
+        return "train" if step < self.start else ("prune" if step < self.end else "fine_tune")
+
     def summary(self) -> dict[str, Any]:
-        return {"sparsity": self.pruner.report()["total"]["sparsity"]}
+        # The sparsity of the pruned tensors (what target_sparsity asks for); the whole model's is in the report.
+        return {"pruned_sparsity": self.pruner.report()["total"]["sparsity"]}
 
     def finish(self) -> dict[str, Tensor]:
         """Bake the masks into the weights and drop the buffers; returns the final masks."""

@@ -11,6 +11,8 @@ optionally ``valid``; navigation optionally ``train`` (an .npz of trajectories, 
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +25,7 @@ from compress.checkpoint import CheckpointError, load_tensors, save_tensors
 from compress.methods import PruningHooks, build_hooks
 from compress.models import LanguageModel, SequenceTagger
 from compress.pruning import reinitialize
-from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots
+from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots, save_tradeoff_plot
 from compress.spec import DenseMethod, Recipe
 from compress.tasks.generated import AddingAdapter, NavigationAdapter, adding_model, navigation_model
 from compress.tasks.text import LanguageModelAdapter, TaggingAdapter
@@ -39,6 +41,8 @@ class Result:
     checkpoint: Path | None = None
     files: list[Path] = field(default_factory=list)
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    verdict: dict[str, Any] = field(default_factory=dict)  # name, value, reference, ratio, lower_is_better, kind
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # code, message, tensor
 
 
 # -- building ---------------------------------------------------------------------------------------------------------
@@ -188,21 +192,41 @@ def export_dense(path: str | Path, out: str | Path) -> Path:
 
 
 class _Phases:
-    """Scales progress so that the main run, each baseline and the lottery check share one 0..1 bar."""
+    """Scales progress so that the main run, the lottery check, the reference and each baseline share one 0..1 bar,
+    names the phase (the method's own inside the main run) and estimates the seconds the whole job still needs."""
 
     def __init__(self, callbacks: Callbacks, count: int) -> None:
         self.callbacks, self.count, self.index = callbacks, count, 0
+        self.started = time.monotonic()
+        self.resumed_fraction: float | None = None
 
-    def for_phase(self, name: str) -> Callbacks:
+    def for_phase(self, name: str | None = None) -> Callbacks:
+        """``name``: the phase shown to users; None inside the main run, where the method names it."""
         index, count, outer = self.index, self.count, self.callbacks
         self.index += 1
 
         def progress(p: Progress) -> None:
-            if outer.progress is not None:
-                outer.progress(replace(p, fraction=(index + p.fraction) / count, metrics={**p.metrics, "phase": name}))
+            if outer.progress is None:
+                return
+            fraction = (index + p.fraction) / count
+            if self.resumed_fraction is None:  # a resumed run: time counts from where it picked up
+                self.resumed_fraction = fraction
+            done = fraction - self.resumed_fraction
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / done * (1 - fraction) if done > 0 and elapsed > 1 else None
+            eta = 0.0 if fraction >= 1 else eta
+            phase = name or p.phase
+            outer.progress(replace(p, fraction=fraction, phase=phase, metrics={**p.metrics, "eta_s": eta}))
+
+        def event(level: str, kind: str, message: str, data: dict[str, Any]) -> None:
+            if outer.event is not None and name is not None and "phase" in data:
+                data = {**data, "phase": name}
+                message = f"{name}: {message}"
+            if outer.event is not None:
+                outer.event(level, kind, message, data)
 
         state = outer.state_path if index == 0 else None  # only the main run resumes mid-way
-        return replace(outer, progress=progress, state_path=state)
+        return replace(outer, progress=progress, event=event, state_path=state)
 
 
 def _dense_recipe(recipe: Recipe, hidden: int | None = None) -> Recipe:
@@ -247,7 +271,11 @@ def run(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     lottery = getattr(recipe.method, "lottery_check", False)
-    phases = _Phases(callbacks, 1 + len(recipe.baselines) + int(lottery))
+    reference_kind = recipe.reference_kind()
+    extra_runs = list(recipe.baselines)  # dense models trained after the main run: baselines and the reference
+    if reference_kind in ("dense_full", "dense_same_params") and reference_kind not in extra_runs:
+        extra_runs.append(reference_kind)
+    phases = _Phases(callbacks, 1 + len(extra_runs) + int(lottery))
 
     torch.manual_seed(recipe.training.seed)
     adapter = build_adapter(recipe, data, device)
@@ -255,42 +283,63 @@ def run(
         callbacks.emit("info", "message", "no validation file: the last 10% of the training data is held out")
     sizes = _sizes(adapter)
     model = build_model(recipe, sizes)
+    initial: dict[str, float] | None = None
     if recipe.init_from:
         _load_initial_weights(model, _require(data, "init_from", recipe.task.type))
+        initial = adapter.evaluate(model.to(device))  # the uploaded model itself is this job's reference
+        callbacks.emit(
+            "info",
+            "metrics",
+            f"reference (the uploaded weights): {adapter.metric} {initial[adapter.metric]:.4g}",
+            phase="reference",
+            **initial,
+        )
     hooks = build_hooks(recipe.method, seed=recipe.training.seed)
     callbacks.emit("info", "message", f"training {sum(p.numel() for p in model.parameters()):,} parameters on {device}")
-    outcome = train(adapter, model, recipe.training, hooks, phases.for_phase("main"), device=device)
+    outcome = train(adapter, model, recipe.training, hooks, phases.for_phase(), device=device)
     metrics = dict(outcome.metrics)
     targets: dict[str, float] = {}
+    at_floor: set[str] = set()
     if isinstance(hooks, PruningHooks):
+        at_floor = set(hooks.pruner.at_floor)
         masks = hooks.finish()
         targets = dict.fromkeys(masks, recipe.method.target_sparsity)
         if lottery:
             metrics |= _lottery(recipe, adapter, sizes, masks, phases.for_phase("lottery"), device, adapter.metric)
     model.to("cpu")
 
-    baselines = {}
-    for name in recipe.baselines:
+    trained: dict[str, dict[str, Any]] = {}
+    for name in extra_runs:
         if name == "dense_full":
             baseline_recipe = _dense_recipe(recipe)
         else:
             nonzero = sum(int((p != 0).sum()) for p in model.parameters())
             baseline_recipe = _dense_same_params(recipe, nonzero, sizes)
+        phase = "reference" if name == reference_kind else name
         torch.manual_seed(recipe.training.seed)
         baseline = build_model(baseline_recipe, sizes)
-        result = train(adapter, baseline, recipe.training, None, phases.for_phase(name), device=device)
-        baselines[name] = {
+        result = train(adapter, baseline, recipe.training, None, phases.for_phase(phase), device=device)
+        trained[name] = {
             **result.metrics,
             "hidden_size": baseline_recipe.model.hidden_size,
             "parameters": sum(p.numel() for p in baseline.parameters()),
+            "history": result.history,
         }
         callbacks.emit(
             "info",
             "metrics",
-            f"baseline {name}: {adapter.metric} {result.metrics[adapter.metric]:.4g}",
+            f"{phase} ({name}): {adapter.metric} {result.metrics[adapter.metric]:.4g}",
             baseline=name,
             **result.metrics,
         )
+    baselines = {n: {k: v for k, v in trained[n].items() if k != "history"} for n in recipe.baselines}
+    if reference_kind == "initial_weights":
+        reference = {**initial, "kind": reference_kind}
+    elif reference_kind is not None:
+        reference = {k: v for k, v in trained[reference_kind].items() if k != "history"} | {"kind": reference_kind}
+    else:
+        reference = None
+    verdict = judge(adapter.metric, adapter.lower_is_better, metrics[adapter.metric], reference, recipe)
 
     checkpoint = output_dir / "model.safetensors"
     save_checkpoint(
@@ -301,6 +350,8 @@ def run(
         history=outcome.history,
         sizes=sizes,
         baselines=baselines,
+        reference=reference,
+        verdict=verdict,
         **_vocabularies(adapter),
     )
     report = build_report(
@@ -310,13 +361,109 @@ def run(
         targets=targets,
         history=outcome.history,
     )
-    report["metrics"], report["baselines"] = metrics, baselines
+    warnings = find_warnings(report, verdict, recipe, at_floor)
+    report |= {"metrics": metrics, "baselines": baselines, "reference": reference, "verdict": verdict}
+    report["warnings"] = warnings
+    for warning in warnings:
+        callbacks.emit("warning", "message", warning["message"], code=warning["code"], tensor=warning["tensor"])
     report_path = output_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
-    files = [checkpoint, report_path, *save_plots(model, outcome.history, output_dir, adapter.metric)]
+    compared = {("reference" if n == reference_kind else n): trained[n] for n in trained}
+    files = [checkpoint, report_path]
+    files += save_plots(model, outcome.history, output_dir, adapter.metric, compared=compared, title=summary(recipe))
+    files += save_tradeoff_plot(report, output_dir, adapter.metric, trained, reference_kind, title=summary(recipe))
     if isinstance(hooks, PruningHooks) and hooks.regularizer is not None:
         files += save_moduli_plot(hooks.regularizer, output_dir)
-    return Result(model, metrics, outcome.history, report, checkpoint, files, baselines)
+    return Result(model, metrics, outcome.history, report, checkpoint, files, baselines, verdict, warnings)
+
+
+def summary(recipe: Recipe) -> str:
+    """One line that names the job: task, model, method and its main settings, training length."""
+    model, method = recipe.model, recipe.method
+    parts = [recipe.task.type, f"{model.cell} {model.num_layers}x{model.hidden_size}"]
+    if method.type in ("moduli_pruning", "magnitude_pruning"):
+        geometry = f" {method.space}/{method.inhibitor}" if method.type == "moduli_pruning" else ""
+        parts.append(
+            f"{method.type}{geometry} to {method.target_sparsity:.0%} ({method.allocation}, {method.targets}"
+            f"{', floors' if method.floors else ''})"
+        )
+    elif method.type == "predefined":
+        pieces = []
+        if method.recurrent is not None:
+            pieces.append(
+                f"budget of 1/{method.recurrent.budget_of.hidden_scale:g} width"
+                if method.recurrent.budget_of
+                else f"k={method.recurrent.components}"
+            )
+        if method.embedding is not None:
+            pieces.append(f"embedding {method.embedding.blocks} blocks at {method.embedding.density:g}")
+        parts.append(f"predefined ({', '.join(pieces)})")
+    else:
+        parts.append(method.type)
+    epochs = recipe.training.epochs
+    parts.append(f"{epochs} epoch{'s' if epochs != 1 else ''}")
+    return " · ".join(parts)
+
+
+def judge(
+    metric: str, lower_is_better: bool, value: float, reference: Mapping[str, Any] | None, recipe: Recipe
+) -> dict[str, Any]:
+    """The job's headline: its metric against its reference. ``ratio`` is value / reference; ``within_tolerance``
+    says whether it is no worse than ``recipe.quality_tolerance`` allows (see the recipe's field)."""
+    verdict: dict[str, Any] = {"name": metric, "value": value, "lower_is_better": lower_is_better}
+    verdict |= {"reference": None, "ratio": None, "reference_kind": None, "within_tolerance": None}
+    if reference is None or metric not in reference:
+        return verdict
+    ref = float(reference[metric])
+    ratio = value / ref if ref else (math.inf if value else 1.0)
+    tolerance = recipe.quality_tolerance
+    within = ratio <= tolerance if lower_is_better else ratio >= 1 / tolerance
+    verdict |= {"reference": ref, "ratio": ratio, "reference_kind": reference["kind"], "within_tolerance": within}
+    return verdict
+
+
+def _warning(code: str, message: str, tensor: str | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "tensor": tensor}
+
+
+def find_warnings(report: Mapping[str, Any], verdict: Mapping[str, Any], recipe: Recipe, at_floor: set[str]) -> list:
+    """What a user must know before trusting the result: tensors pruned away or held at their floor, a target not
+    reached, a result worse than the reference allows."""
+    warnings = []
+    rows = {row["name"]: row for row in report["tensors"]}
+    for name, row in rows.items():
+        if len(row["shape"]) >= 2 and row["nnz"] == 0:
+            warnings.append(_warning("tensor_pruned_away", f"{name}: every weight is zero, nothing passes it", name))
+    for name in sorted(at_floor):
+        row = rows[name]
+        warnings.append(
+            _warning(
+                "tensor_at_floor",
+                f"{name}: kept {row['nnz']} of {row['numel']} weights ({row['nnz'] / row['numel']:.1%}), more than "
+                "its share of the target: its floor keeps one weight per row and per column",
+                name,
+            )
+        )
+    pruning = report.get("pruning")
+    if pruning and pruning["sparsity"] < pruning["target_sparsity"] - 0.005:
+        warnings.append(
+            _warning(
+                "sparsity_not_reached",
+                f"the pruned tensors reached {pruning['sparsity']:.1%} sparsity, not the "
+                f"{pruning['target_sparsity']:.1%} asked (the floors keep more): lower min_density or prune fewer",
+            )
+        )
+    if verdict.get("within_tolerance") is False:
+        better = "lower" if verdict["lower_is_better"] else "higher"
+        warnings.append(
+            _warning(
+                "worse_than_reference",
+                f"{verdict['name']} {verdict['value']:.4g} against {verdict['reference']:.4g} for the reference "
+                f"({verdict['reference_kind']}; {better} is better): {verdict['ratio']:.3g}x, beyond the quality "
+                f"tolerance of {recipe.quality_tolerance:g}",
+            )
+        )
+    return warnings
 
 
 def _lottery(recipe, adapter, sizes, masks, callbacks, device, metric) -> dict[str, float]:

@@ -1,14 +1,22 @@
-"""Unstructured magnitude pruning with masks kept beside the weights (METHODS.md section 2).
+"""Unstructured magnitude pruning with masks kept beside the weights (METHODS.md sections 2 and 3).
 
-- ``global_magnitude_masks``: one threshold over all tensors together (the paper's global L1 pruning).
+- :func:`allocate_masks`: how many weights each tensor keeps (``allocation``) and which (smallest |w| pruned first):
+  "global" (one threshold over every tensor: the moduli paper's), "uniform" (each tensor to the target) or "erk"
+  (RigL's Erdős–Rényi-Kernel: density proportional to (n_in + n_out) / (n_in * n_out), scaled to the target).
+  **Floors** (on by default): every output unit (row) keeps its largest input and every input feature (column) its
+  largest output, and ``min_density`` keeps at least that share of each tensor - so no tensor is pruned away whatever
+  the allocation. A tensor that needed its floor is reported in :attr:`Pruner.at_floor`.
 - :class:`Pruner`: holds a boolean mask per parameter as a buffer on the parameter's module (``<name>_mask``, so it
   travels with ``state_dict``), re-applies it in place after every optimizer step and zeroes the masked gradients, so
   pruned weights stay exactly zero under Adam/AdamW (whose moment estimates would otherwise move them again).
   The weights are written in place and never re-parametrised: ``torch.nn.utils.prune`` replaces an LSTM's
   ``weight_hh_l0`` by a computed tensor, which breaks the flat weight buffer that cuDNN/oneDNN kernels use; here
   ``nn.LSTM`` keeps its own parameters and kernels.
-- Scope: "global" (one threshold over every tensor), "tensor" (each tensor to the same sparsity), "gate" (each gate
-  block of a packed LSTM/GRU tensor on its own, other tensors per tensor) — so no gate is stripped bare.
+- ``per_gate`` (uniform and erk): each gate block of a packed LSTM/GRU tensor gets its share of the tensor's budget,
+  so no gate is stripped bare. The older ``scope`` argument maps onto these: "global" = global, "tensor" = uniform,
+  "gate" = uniform per gate.
+- :func:`prunable_names`: which tensors are pruned (``targets``): "recurrent" (every W_hh), "recurrent_and_input"
+  (W_hh and W_ih) or "all" (every weight matrix: embedding, encoder, W_ih, W_hh, decoder).
 - Schedules (:class:`PruningSchedule`): one-shot, linear (the paper) and cubic (Zhu & Gupta 2017); each reaches its
   final sparsity exactly at its last step. Masks are cumulative: a pruned weight never comes back.
 - ``squash()`` bakes the masks into the weights and removes buffers and hooks; ``report()`` gives achieved sparsity;
@@ -17,7 +25,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +37,8 @@ from compress.predefined.layout import gate_count
 from compress.predefined.recurrent import SparseRecurrent
 
 Scope = Literal["global", "tensor", "gate"]
+Allocation = Literal["global", "uniform", "erk"]
+Targets = Literal["recurrent", "recurrent_and_input", "all"]
 _RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 _CELL_GATES = {nn.LSTMCell: 4, nn.GRUCell: 3, nn.RNNCell: 1}
 
@@ -121,6 +132,157 @@ def magnitude_masks(
     }
 
 
+def erk_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[str, float]:
+    """Erdős–Rényi-Kernel densities (Evci et al. 2020): tensor t keeps density eps * sum(shape_t) / prod(shape_t),
+    with eps chosen so that the kept entries total ``density`` of all entries; a tensor whose density would exceed 1
+    is kept dense and eps is solved again for the rest."""
+    if not 0 <= density <= 1:
+        raise ValueError(f"density must be in [0, 1], got {density}")
+    numel = {name: math.prod(shape) for name, shape in shapes.items()}
+    raw = {name: sum(shape) / numel[name] for name, shape in shapes.items() if numel[name]}
+    dense: set[str] = set()
+    while True:
+        budget = density * sum(numel.values()) - sum(numel[n] for n in dense)
+        weighted = sum(raw[n] * numel[n] for n in raw if n not in dense)
+        eps = budget / weighted if weighted else 0.0
+        over = {n for n in raw if n not in dense and eps * raw[n] > 1}
+        if not over:
+            break
+        dense |= over
+    return {name: 1.0 if name in dense else min(1.0, eps * raw.get(name, 0.0)) for name in shapes}
+
+
+def floor_mask(scores: Tensor) -> Tensor:
+    """The entries a 2-D (or higher) tensor keeps whatever the allocation: the best-scoring entry of every row (each
+    output unit keeps an input) and of every column (each input feature keeps an output). ``scores`` are magnitudes
+    with already-pruned entries below every magnitude, so a floor never revives a pruned weight unless a row or column
+    has nothing left, in which case its best entry comes back."""
+    if scores.dim() < 2:
+        return torch.ones_like(scores, dtype=torch.bool)
+    matrix = scores.reshape(scores.size(0), -1)
+    keep = torch.zeros_like(matrix, dtype=torch.bool)
+    keep[torch.arange(matrix.size(0), device=matrix.device), matrix.argmax(dim=1)] = True
+    keep[matrix.argmax(dim=0), torch.arange(matrix.size(1), device=matrix.device)] = True
+    return keep.view(scores.shape)
+
+
+def _top(scores: Tensor, forced: Tensor, keep: int) -> Tensor:
+    """Flat mask: the ``forced`` entries plus the best-scoring others, ``max(keep, forced)`` entries in all."""
+    flat_scores, flat_forced = scores.flatten(), forced.flatten()
+    mask = flat_forced.clone()
+    extra = keep - int(flat_forced.sum())
+    if extra > 0:
+        candidates = flat_scores.masked_fill(flat_forced, -math.inf)
+        mask[torch.topk(candidates, extra, sorted=False).indices] = True
+    return mask.view(scores.shape)
+
+
+@dataclass
+class Allocated:
+    """What :func:`allocate_masks` decided: the masks, and the tensors whose floor kept more than their share."""
+
+    masks: dict[str, Tensor]
+    at_floor: set[str]
+
+
+def allocate_masks(
+    tensors: Mapping[str, Tensor],
+    sparsity: float,
+    *,
+    allocation: Allocation = "global",
+    floors: bool = True,
+    min_density: float = 0.0,
+    gates: Mapping[str, int] | None = None,
+    per_gate: bool = True,
+    previous: Mapping[str, Tensor] | None = None,
+) -> Allocated:
+    """Masks (True = kept) pruning about ``sparsity`` of all entries of ``tensors`` together, smallest |w| first.
+
+    With ``previous`` masks, entries already pruned stay pruned (cumulative pruning): each tensor keeps at most what
+    it kept before. Floors and ``min_density`` may keep more than the target asks (reported in ``at_floor``).
+    """
+    _check_sparsity(sparsity)
+    if allocation not in ("global", "uniform", "erk"):
+        raise ValueError(f"allocation must be 'global', 'uniform' or 'erk', got {allocation!r}")
+    if not 0 <= min_density <= 1:
+        raise ValueError(f"min_density must be in [0, 1], got {min_density}")
+    previous, gates = previous or {}, gates or {}
+    scores = {name: _scores(t, previous.get(name)).view(t.shape) for name, t in tensors.items()}
+    was_kept = {name: int(previous[name].sum()) if name in previous else t.numel() for name, t in tensors.items()}
+    forced = {}
+    for name, score in scores.items():
+        must = floor_mask(score) if floors else torch.zeros_like(score, dtype=torch.bool)
+        least = math.ceil(min_density * score.numel())
+        if least:
+            must = _top(score, must, least)
+        forced[name] = must
+    if allocation == "global":
+        wanted = _global_budget(scores, forced, sparsity, was_kept)
+    else:
+        density = 1 - sparsity
+        if allocation == "erk":
+            densities = erk_densities({n: tuple(t.shape) for n, t in tensors.items()}, density)
+        else:
+            densities = dict.fromkeys(tensors, density)
+        wanted = {n: min(was_kept[n], _kept_count(densities[n], t.numel())) for n, t in tensors.items()}
+    masks, at_floor = {}, set()
+    for name, tensor in tensors.items():
+        count = gates.get(name, 1) if per_gate and allocation != "global" else 1
+        if count > 1 and tensor.size(0) % count == 0:  # each gate block to the tensor's density, on its own
+            parts = []
+            for score, must in zip(scores[name].chunk(count), forced[name].chunk(count), strict=True):
+                alive = int((score >= 0).sum())  # pruned entries score -1
+                share = min(alive, _kept_count(densities[name], score.numel()))
+                at_floor.update([name] if int(must.sum()) > share else [])
+                parts.append(_top(score, must, share))
+            mask = torch.cat(parts)
+        else:
+            if int(forced[name].sum()) > wanted[name]:
+                at_floor.add(name)
+            mask = _top(scores[name], forced[name], wanted[name])
+        masks[name] = mask.to(tensor.device)
+    return Allocated(masks, at_floor)
+
+
+def _kept_count(density: float, numel: int) -> int:
+    # The pruned count is what is rounded (as in magnitude_masks), so "50% of 9" prunes 4 and keeps 5.
+    return numel - round((1 - density) * numel)
+
+
+def _global_budget(
+    scores: Mapping[str, Tensor], forced: Mapping[str, Tensor], sparsity: float, was_kept: Mapping[str, int]
+) -> dict[str, int]:
+    """Per-tensor keep counts of one global threshold: the forced entries first, then the best others overall."""
+    names = list(scores)
+    total = sum(s.numel() for s in scores.values())
+    keep = min(sum(was_kept.values()), _kept_count(1 - sparsity, total))
+    need = {n: int(forced[n].sum()) for n in names}
+    extra = keep - sum(need.values())
+    wanted = dict(need)
+    if extra > 0:
+        others = torch.cat([scores[n].flatten().masked_fill(forced[n].flatten(), -math.inf) for n in names])
+        chosen = torch.zeros(others.numel(), dtype=torch.bool, device=others.device)
+        chosen[torch.topk(others, extra, sorted=False).indices] = True
+        start = 0
+        for name in names:
+            numel = scores[name].numel()
+            wanted[name] += int(chosen[start : start + numel].sum())
+            start += numel
+    return wanted
+
+
+def prunable_names(model: nn.Module, targets: Targets = "all") -> list[str]:
+    """The weight matrices ``targets`` names: "recurrent" (W_hh, and LSTM projections), "recurrent_and_input" (also
+    W_ih), "all" (every parameter with >= 2 dimensions: embeddings, encoders, W_ih, W_hh, decoders)."""
+    if targets not in ("recurrent", "recurrent_and_input", "all"):
+        raise ValueError(f"targets must be 'recurrent', 'recurrent_and_input' or 'all', got {targets!r}")
+    matrices = [name for name, p in model.named_parameters() if p.dim() >= 2]
+    if targets == "all":
+        return matrices
+    kinds = ("weight_hh", "weight_hr") + (("weight_ih",) if targets == "recurrent_and_input" else ())
+    return [name for name in matrices if name.rpartition(".")[2].startswith(kinds)]
+
+
 def packed_gates(model: nn.Module) -> dict[str, int]:
     """Parameter name -> number of gate blocks packed along its rows (LSTM 4, GRU 3), for every recurrent layer."""
     result = {}
@@ -197,13 +359,26 @@ class Pruner:
         model: nn.Module,
         names: Iterable[str] | None = None,
         *,
-        scope: Scope = "global",
+        scope: Scope | None = None,
         schedule: PruningSchedule | None = None,
         mask_gradients: bool = True,
+        allocation: Allocation = "global",
+        floors: bool = False,
+        min_density: float = 0.0,
+        per_gate: bool = True,
     ) -> None:
-        if scope not in ("global", "tensor", "gate"):
-            raise ValueError(f"scope must be 'global', 'tensor' or 'gate', got {scope!r}")
-        self.model, self.scope, self.schedule = model, scope, schedule
+        """``scope`` (older name) overrides ``allocation``/``per_gate``: "global", "tensor" (uniform, whole tensors)
+        or "gate" (uniform per gate block). Floors are off here (the plain magnitude pruner of the papers); the
+        recipe's methods turn them on (compress.methods)."""
+        if scope is not None:
+            if scope not in ("global", "tensor", "gate"):
+                raise ValueError(f"scope must be 'global', 'tensor' or 'gate', got {scope!r}")
+            allocation = "global" if scope == "global" else "uniform"
+            per_gate = scope == "gate"
+        if allocation not in ("global", "uniform", "erk"):
+            raise ValueError(f"allocation must be 'global', 'uniform' or 'erk', got {allocation!r}")
+        self.model, self.schedule = model, schedule
+        self.allocation, self.floors, self.min_density, self.per_gate = allocation, floors, min_density, per_gate
         named = dict(model.named_parameters())
         self.names = list(default_prunable(model) if names is None else names)
         unknown = [n for n in self.names if n not in named]
@@ -214,6 +389,7 @@ class Pruner:
         self._hooks: list[Any] = []
         self._optimizer_hooks: list[Any] = []
         self.sparsity = 0.0
+        self.at_floor: set[str] = set()
 
     # -- masks -----------------------------------------------------------------------------------------------------
 
@@ -252,7 +428,17 @@ class Pruner:
     def prune(self, sparsity: float) -> dict[str, Tensor]:
         """Recompute the (cumulative) masks at ``sparsity`` from the current magnitudes and apply them."""
         tensors = {name: self.parameter(name) for name in self.names}
-        masks = magnitude_masks(tensors, sparsity, scope=self.scope, gates=self.gates, previous=self.masks)
+        allocated = allocate_masks(
+            tensors,
+            sparsity,
+            allocation=self.allocation,
+            floors=self.floors,
+            min_density=self.min_density,
+            gates=self.gates,
+            per_gate=self.per_gate,
+            previous=self.masks,
+        )
+        masks, self.at_floor = allocated.masks, allocated.at_floor
         self.set_masks(masks)
         self.sparsity = _check_sparsity(sparsity)
         return masks

@@ -62,24 +62,52 @@ def build_report(
     targets: dict[str, float] | None = None,
     history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """Everything about the compressed model. One definition of sparsity: ``parameters.sparsity`` is 1 - non-zero
+    parameters / parameters of the equivalent dense model (pruned zeros and predefined structure both count; biases
+    included); ``pruning.sparsity`` is the same over the pruned tensors alone, the figure ``target_sparsity`` asks
+    for."""
     table = tensor_table(model, targets)
     entries = sum(r["numel"] for r in table)
     nonzero = sum(r["nnz"] for r in table)
-    predefined = [name for name, m in model.named_modules() if isinstance(m, SparseRecurrent | SparseEmbedding)]
+    modules = predefined_modules(model)
+    structured = {name: m for m in modules for name in m["parameters"]}
+    for row in table:
+        if row["name"] in structured:  # its zeros are structural: the stored blocks are dense
+            row["structural_density"] = structured[row["name"]]["density"]
     dense = dense_entries(model)
     report = {
         "tensors": table,
-        # Sparsity against the dense model with the same sizes: pruned zeros and predefined structure both count.
         "parameters": {
             "stored": entries,
             "nonzero": nonzero,
             "dense_equivalent": dense,
             "sparsity": 1 - nonzero / dense if dense else 0.0,
         },
-        "predefined_sparse_modules": predefined,
+        "predefined_sparse_modules": [m["name"] for m in modules],
+        "predefined": [{k: v for k, v in m.items() if k != "parameters"} for m in modules],
         "flops_per_token": flops_per_token(model),
         "history": history or [],
     }
+    if targets:
+        pruned = [r for r in table if r["name"] in targets]
+        numel = sum(r["numel"] for r in pruned)
+        report["pruning"] = {
+            "tensors": [r["name"] for r in pruned],
+            "target_sparsity": max(targets.values()),
+            "sparsity": 1 - sum(r["nnz"] for r in pruned) / numel if numel else 0.0,
+        }
+    element = next(model.parameters()).element_size()
+    untouched = [r for r in table if r["name"] not in (targets or {}) and r["name"] not in structured]
+    left = [
+        {"name": r["name"], "numel": r["numel"], "bytes": r["numel"] * element} for r in untouched if r["shape"][1:]
+    ]
+    vectors = sum(r["numel"] for r in untouched if not r["shape"][1:])
+    if vectors:
+        left.append({"name": "(biases and other vectors)", "numel": vectors, "bytes": vectors * element})
+    if checkpoint_bytes:
+        for row in left:
+            row["share_of_checkpoint"] = row["bytes"] / checkpoint_bytes
+    report["left_dense"] = left
     if checkpoint_bytes is not None:
         report["checkpoint_bytes"] = checkpoint_bytes
     if dense_bytes is not None:
@@ -87,6 +115,22 @@ def build_report(
         if checkpoint_bytes:
             report["size_ratio"] = checkpoint_bytes / dense_bytes
     return report
+
+
+def predefined_modules(model: nn.Module) -> list[dict[str, Any]]:
+    """Each predefined-sparse module: its stored entries against its dense equivalent (its structural density)."""
+    found = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, SparseRecurrent | SparseEmbedding):
+            names = [f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters()]
+            stored = sum(p.numel() for p in module.parameters())
+            dense = module.dense_parameter_count()
+            kind = "recurrent" if isinstance(module, SparseRecurrent) else "embedding"
+            found.append(
+                {"name": prefix, "kind": kind, "stored": stored, "dense_equivalent": dense, "parameters": names}
+                | {"density": stored / dense if dense else 1.0}
+            )
+    return found
 
 
 def dense_entries(model: nn.Module) -> int:
@@ -118,24 +162,55 @@ def recurrent_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
     return found
 
 
-def save_plots(model: nn.Module, history: list[dict[str, Any]], directory: str | Path, metric: str) -> list[Path]:
-    """Training curves and the |W_hh| pattern of each recurrent layer, as PNG files."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_plots(
+    model: nn.Module,
+    history: list[dict[str, Any]],
+    directory: str | Path,
+    metric: str,
+    *,
+    compared: dict[str, dict[str, Any]] | None = None,
+    title: str | None = None,
+) -> list[Path]:
+    """``curves.png`` (training loss and the metric at every evaluation against the step, the reference and
+    baselines beside them, the pruned sparsity on a second axis) and the |W_hh| pattern of each recurrent layer."""
+    plt = _pyplot()
     directory = Path(directory)
     written = []
     if history:
-        figure, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-        epochs = [h["epoch"] for h in history]
-        axes[0].plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
-        axes[0].set_xlabel("epoch")
-        axes[0].legend()
-        axes[1].plot(epochs, [h[metric] for h in history], marker="o", color="tab:orange", label=metric)
-        axes[1].set_xlabel("epoch")
-        axes[1].legend()
+        figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+        steps = [h["step"] for h in history]
+        axes[0].plot(steps, [h["train_loss"] for h in history], marker=".", label="this job")
+        axes[1].plot(steps, [h[metric] for h in history], marker=".", color="tab:orange", label="this job")
+        for index, (name, run) in enumerate((compared or {}).items()):
+            other = run.get("history") or []
+            style = {"linestyle": "--", "marker": ".", "color": f"C{index + 2}", "label": name}
+            if other:
+                axes[0].plot([h["step"] for h in other], [h["train_loss"] for h in other], **style)
+                axes[1].plot([h["step"] for h in other], [h[metric] for h in other], **style)
+        for name, value in ((n, r[metric]) for n, r in (compared or {}).items() if not r.get("history")):
+            axes[1].axhline(value, linestyle=":", color="gray", label=f"{name} ({value:.4g})")
+        axes[0].set(xlabel="training step", ylabel="training loss", title="training loss")
+        axes[1].set(xlabel="training step", ylabel=metric, title=f"{metric} at each evaluation")
+        sparsity = [h.get("pruned_sparsity") for h in history]
+        if any(v is not None for v in sparsity):
+            twin = axes[1].twinx()
+            twin.step(steps, [v or 0.0 for v in sparsity], where="post", color="tab:purple", alpha=0.6)
+            twin.set_ylabel("sparsity of the pruned tensors", color="tab:purple")
+            twin.set_ylim(0, 1)
+        for axis in axes:
+            axis.legend(fontsize=8)
+            axis.grid(alpha=0.3)
+        if title:
+            figure.suptitle(title, fontsize=9)
         figure.tight_layout()
         path = directory / "curves.png"
         figure.savefig(path, dpi=100)
@@ -143,10 +218,11 @@ def save_plots(model: nn.Module, history: list[dict[str, Any]], directory: str |
         written.append(path)
     matrices = recurrent_matrices(model)
     if matrices:
-        figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.2), squeeze=False)
+        figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.4), squeeze=False)
         for axis, (name, weight) in zip(axes[0], matrices.items(), strict=True):
+            kept = float((weight != 0).float().mean())
             axis.imshow(weight.abs().float().cpu().numpy(), cmap="magma", aspect="auto", interpolation="nearest")
-            axis.set_title(f"|{name}|", fontsize=8)
+            axis.set_title(f"|{name}| ({kept:.1%} kept)", fontsize=8)
             axis.set_xticks([])
             axis.set_yticks([])
         figure.tight_layout()
@@ -155,6 +231,52 @@ def save_plots(model: nn.Module, history: list[dict[str, Any]], directory: str |
         plt.close(figure)
         written.append(path)
     return written
+
+
+def save_tradeoff_plot(
+    report: dict[str, Any],
+    directory: str | Path,
+    metric: str,
+    trained: dict[str, dict[str, Any]] | None = None,
+    reference_kind: str | None = None,
+    *,
+    title: str | None = None,
+) -> list[Path]:
+    """``tradeoff.png``: this job against its reference and baselines, quality against checkpoint size (and against
+    the measured speed-up when the report has one)."""
+    plt = _pyplot()
+    verdict = report.get("verdict") or {}
+    points = [("this job", report["checkpoint_bytes"], verdict.get("value", report["metrics"][metric]))]
+    element = 4
+    for name, run in (trained or {}).items():
+        label = f"reference ({name})" if name == reference_kind else name
+        points.append((label, run["parameters"] * element, run[metric]))
+    if reference_kind == "initial_weights" and verdict.get("reference") is not None:
+        points.append(("reference (your weights)", report["dense_checkpoint_bytes"], verdict["reference"]))
+    speed = report.get("speed") or {}
+    panels = 2 if speed.get("speedup_latency") else 1
+    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    axis = axes[0][0]
+    for index, (label, size, value) in enumerate(points):
+        axis.scatter([size / 1e6], [value], s=60, color=f"C{index}", label=f"{label}: {value:.4g}", zorder=3)
+    axis.set(xlabel="checkpoint size (MB)", ylabel=metric, title="quality against size")
+    axis.set_xscale("log")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend(fontsize=8)
+    if panels == 2:
+        speed_axis = axes[0][1]
+        speed_axis.scatter([speed["speedup_latency"]], [points[0][2]], s=60, color="C0", label="this job (batch 1)")
+        speed_axis.scatter([1.0], [verdict.get("reference") or points[0][2]], s=60, color="C1", label="dense")
+        speed_axis.set(xlabel="speed-up over the dense model", ylabel=metric, title="quality against speed")
+        speed_axis.grid(alpha=0.3)
+        speed_axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    path = Path(directory) / "tradeoff.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return [path]
 
 
 def _plane(points: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, str, str]:
@@ -172,11 +294,7 @@ def _plane(points: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor,
 
 def save_moduli_plot(regularizer, directory: str | Path) -> list[Path]:
     """The neurons of each recurrent layer on their space, coloured by their surviving recurrent connections."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     points = {g: regularizer.points(g) for g in range(len(regularizer.widths))}
     points = {g: p for g, p in points.items() if p is not None}
     if not points:

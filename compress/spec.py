@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -140,16 +140,56 @@ class PredefinedMethod(_Strict):
         return self
 
 
+# The moduli paper's own pruning: one global magnitude threshold over every matrix, no floors. At small widths it
+# prunes whole tensors (a navigation model's velocity input, a small LM's W_ih and W_hh): kept as a named preset.
+PAPER_PRUNING = {"allocation": "global", "targets": "all", "floors": False, "min_density": 0.0}
+
+
 class PruningSettings(_Strict):
-    target_sparsity: float = Field(0.9, ge=0, lt=1)
+    """Gradual magnitude pruning. ``allocation`` decides how many weights each tensor keeps, ``targets`` which tensors
+    are pruned, and the floors keep every tensor alive (METHODS.md section 3). ``preset: paper`` fills in the moduli
+    paper's settings (global, every matrix, no floors) for the fields you do not give."""
+
+    target_sparsity: float = Field(0.9, ge=0, lt=1, description="share of the targeted tensors' weights set to zero")
     schedule: Literal["one_shot", "linear", "cubic"] = "linear"
-    scope: Literal["global", "tensor", "gate"] = "global"
+    allocation: Literal["global", "uniform", "erk"] = Field(
+        "erk",
+        description="global: one magnitude threshold over every targeted tensor (the paper's); uniform: each tensor to "
+        "the target; erk: density proportional to (n_in + n_out) / (n_in * n_out), scaled to the target (RigL)",
+    )
+    targets: Literal["recurrent", "recurrent_and_input", "all"] = Field(
+        "all", description="which weight matrices are pruned: W_hh only, W_hh and W_ih, or every matrix"
+    )
+    floors: bool = Field(
+        True, description="every output unit keeps its largest input and every input feature its largest output"
+    )
+    min_density: float = Field(0.0, ge=0, le=1, description="each targeted tensor keeps at least this share")
+    per_gate: bool = Field(True, description="uniform/erk: each gate block of a packed LSTM/GRU tensor on its own")
+    preset: Literal["paper"] | None = Field(None, description="paper: global, every matrix, no floors")
     start_fraction: float = Field(
         0.1, ge=0, lt=1, description="fraction of training before pruning starts (the paper starts after epoch 1)"
     )
     end_fraction: float = Field(
         0.67, gt=0, le=1, description="fraction of training by which the target is reached; the rest fine-tunes"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_and_scope(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        scope = data.pop("scope", None)  # the older name (recipes stored before allocation existed)
+        if scope is not None:
+            if scope not in ("global", "tensor", "gate"):
+                raise ValueError(f"scope must be 'global', 'tensor' or 'gate', got {scope!r}")
+            data.setdefault("allocation", "global" if scope == "global" else "uniform")
+            data.setdefault("per_gate", scope == "gate")
+            data.setdefault("floors", False)  # what such a recipe meant when it was written
+        if data.get("preset") == "paper":
+            for key, value in PAPER_PRUNING.items():
+                data.setdefault(key, value)
+        return data
 
     @model_validator(mode="after")
     def _ordered(self) -> PruningSettings:
@@ -202,10 +242,14 @@ class TrainingSpec(_Strict):
     lr_schedule: Literal["constant", "plateau", "cosine"] = "constant"
     clip: float | None = Field(0.25, gt=0, description="gradient-norm clipping; null turns it off")
     seed: int = 0
+    evaluations: int = Field(
+        10, ge=1, le=1000, description="validation runs spread over training (every epoch's end is one too)"
+    )
     time_budget_s: float | None = Field(None, gt=0, description="stop training (and keep the result) after this long")
 
 
 Baseline = Literal["dense_same_params", "dense_full"]
+Reference = Literal["auto", "dense", "dense_same_params", "none"]
 
 
 class Recipe(_Strict):
@@ -215,6 +259,19 @@ class Recipe(_Strict):
     method: Method
     training: TrainingSpec = TrainingSpec()
     baselines: list[Baseline] = Field(default_factory=list)
+    reference: Reference = Field(
+        "auto",
+        description="what the result is judged against: auto = dense for pruning methods, dense_same_params for "
+        "predefined, the uploaded weights themselves for jobs with init_from, nothing for the dense method; none skips "
+        "it (the reference costs one more training run, see the estimate's training_runs)",
+    )
+    quality_tolerance: float = Field(
+        1.25,
+        gt=1,
+        le=100,
+        description="warn when the metric is worse than the reference by more than this factor (value / reference "
+        "above it for lower-is-better metrics, below its inverse for higher-is-better ones)",
+    )
     init_from: str | None = Field(None, description="dense safetensors weights to prune instead of training")
 
     @model_validator(mode="after")
@@ -244,7 +301,23 @@ class Recipe(_Strict):
             raise ValueError("baselines lists the same baseline twice")
         if self.baselines and method.type == "dense":
             raise ValueError("baselines compare a compressed model with dense ones; the dense method is the baseline")
+        if self.reference in ("dense", "dense_same_params") and method.type == "dense":
+            raise ValueError(f"reference {self.reference} has no meaning for the dense method: it is the reference")
+        if self.reference in ("dense", "dense_same_params") and self.init_from is not None:
+            raise ValueError(
+                "reference: a job that starts from init_from weights is judged against those weights (use auto)"
+            )
         return self
+
+    def reference_kind(self) -> str | None:
+        """What this job's result is judged against: "initial_weights", a baseline name, or None."""
+        if self.reference == "none" or self.method.type == "dense":
+            return None
+        if self.init_from is not None:
+            return "initial_weights"
+        if self.reference == "dense_same_params" or (self.reference == "auto" and self.method.type == "predefined"):
+            return "dense_same_params"
+        return "dense_full"
 
     def _check_predefined(self, method: PredefinedMethod) -> None:
         model = self.model

@@ -34,13 +34,21 @@ class Cancelled(Exception):
     """Raised between steps when the cancel callback says so; the caller decides what to keep."""
 
 
+class Diverged(FloatingPointError):
+    """The loss became NaN or infinite: the run failed (a job reports it with error code ``diverged``)."""
+
+    code = "diverged"
+
+
 @dataclass(frozen=True)
 class Progress:
     fraction: float
     epoch: int
     step: int
     total_steps: int
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # train_loss (running mean since the last evaluation), lr, the method's summary
+    phase: str = "train"  # train, prune, fine_tune, lottery (the method's) - a pipeline adds reference, baselines
+    evaluation: dict[str, float] | None = None  # the latest evaluation's metrics
 
 
 @dataclass
@@ -53,6 +61,7 @@ class Callbacks:
     state_path: str | Path | None = None  # periodic training state; resumed from when it exists
     state_every: int = 200  # steps between training-state saves
     progress_every: float = 1.0  # seconds between progress reports
+    events: int = 20  # "progress" events over a run (every total/events steps), besides one per evaluation
 
     def emit(self, level: str, kind: str, message: str, **data: Any) -> None:
         if self.event is not None:
@@ -99,6 +108,10 @@ class MethodHooks:
 
     def summary(self) -> dict[str, Any]:
         return {}
+
+    def phase(self, step: int) -> str:
+        """What training is doing at ``step``: "train", or for pruning "prune" / "fine_tune" (shown to users)."""
+        return "train"
 
 
 @dataclass
@@ -200,6 +213,35 @@ def train(
     started = time.monotonic()
     last_report = -math.inf
     out_of_time = False
+    # Evaluations inside epochs too (spec.evaluations over the run), so a two-epoch job still draws a curve.
+    eval_every = max(1, math.ceil(total_steps / spec.evaluations))
+    event_every = max(1, math.ceil(total_steps / max(1, callbacks.events)))
+    latest: dict[str, float] | None = dict(history[-1]) if history else None
+
+    def evaluate(epoch: int, *, epoch_end: bool) -> dict[str, float]:
+        nonlocal running_loss, running_count, latest
+        metrics = {"epoch": epoch + 1, "step": step, "train_loss": running_loss / max(running_count, 1)}
+        metrics |= adapter.evaluate(model)
+        metrics |= hooks.summary()
+        metrics["epoch_end"] = epoch_end
+        history.append(metrics)
+        latest = metrics
+        running_loss, running_count = 0.0, 0
+        callbacks.emit(
+            "info",
+            "metrics",
+            f"step {step}/{total_steps} ({hooks.phase(step)}): {adapter.metric} {metrics[adapter.metric]:.4g}",
+            phase=hooks.phase(step),
+            total_steps=total_steps,
+            **metrics,
+        )
+        return metrics
+
+    def report(epoch: int) -> None:
+        metrics = {"train_loss": running_loss / max(running_count, 1), "lr": optimizer.param_groups[0]["lr"]}
+        metrics |= hooks.summary()
+        callbacks.progress(Progress(step / total_steps, epoch, step, total_steps, metrics, hooks.phase(step), latest))
+
     for epoch in range(first_epoch, spec.epochs):
         if skip == 0:
             adapter.start_epoch(epoch)
@@ -216,7 +258,7 @@ def train(
             # One read of both numbers per step (each read is a device sync on CUDA).
             loss_value, total_value = torch.stack([loss.detach(), total.detach()]).tolist()
             if not math.isfinite(total_value):
-                raise FloatingPointError(
+                raise Diverged(
                     f"the loss became {total_value} at step {step + 1} (epoch {epoch + 1}): lower the learning rate "
                     "or turn on gradient clipping"
                 )
@@ -233,8 +275,22 @@ def train(
             now = time.monotonic()
             if callbacks.progress is not None and now - last_report >= callbacks.progress_every:
                 last_report = now
-                metrics = {"train_loss": running_loss / running_count, "lr": optimizer.param_groups[0]["lr"]}
-                callbacks.progress(Progress(step / total_steps, epoch, step, total_steps, metrics))
+                report(epoch)
+            if step % event_every == 0 and step < total_steps:
+                rate = (now - started) / max(1, step - (resumed or 0))
+                callbacks.emit(
+                    "info",
+                    "progress",
+                    f"step {step}/{total_steps} ({hooks.phase(step)}): loss {running_loss / running_count:.4g}",
+                    phase=hooks.phase(step),
+                    step=step,
+                    total_steps=total_steps,
+                    train_loss=running_loss / running_count,
+                    seconds_left=rate * (total_steps - step),
+                    **hooks.summary(),
+                )
+            if step % eval_every == 0 and index < adapter.steps_per_epoch - 1:
+                evaluate(epoch, epoch_end=False)
             # Mid-epoch saves only; the end of an epoch is saved after its evaluation, below.
             if callbacks.state_every and step % callbacks.state_every == 0 and index < adapter.steps_per_epoch - 1:
                 save_state()
@@ -242,24 +298,16 @@ def train(
                 out_of_time = True
                 break
         skip = 0
-        metrics = {"epoch": epoch + 1, "step": step, "train_loss": running_loss / max(running_count, 1)}
-        metrics |= adapter.evaluate(model)
-        metrics |= hooks.summary()
-        history.append(metrics)
-        running_loss, running_count = 0.0, 0
+        metrics = evaluate(epoch, epoch_end=True)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(metrics[adapter.metric])
-        callbacks.emit(
-            "info", "metrics", f"epoch {epoch + 1}: {adapter.metric} {metrics[adapter.metric]:.4g}", **metrics
-        )
         if not out_of_time:  # a budget stop is final: its state would describe a half-finished epoch
             save_state()
         if out_of_time:
             callbacks.emit("warning", "message", f"time budget of {spec.time_budget_s:g} s reached at step {step}")
             break
     if callbacks.progress is not None:
-        callbacks.progress(
-            Progress(step / total_steps, len(history), step, total_steps, history[-1] if history else {})
-        )
+        report(spec.epochs - 1)
     final = dict(history[-1]) if history else adapter.evaluate(model)
+    final.pop("epoch_end", None)
     return TrainResult(final, history, step, out_of_time, resumed)

@@ -12,7 +12,7 @@ from compress.models import LanguageModel, SequenceTagger
 from compress.spec import ModelSpec, PredefinedMethod, TrainingSpec
 from compress.synthetic import tagging_corpus, write_conll
 from compress.tasks.text import LanguageModelAdapter, TaggingAdapter
-from compress.train import Callbacks, Cancelled, train
+from compress.train import Callbacks, Cancelled, Diverged, train
 
 PREDEFINED = PredefinedMethod.model_validate({"recurrent": {"components": 2, "input_density": 0.5}})
 
@@ -61,7 +61,9 @@ def test_language_model_beats_unigram_frequencies(ptb_files):
     reference = unigram_perplexity(train_lines, valid_lines, adapter.vocab)
     assert before > 0.5 * len(adapter.vocab)  # untrained: close to uniform over the vocabulary
     assert result.metrics["valid_perplexity"] < 0.9 * reference, (result.metrics, reference)
-    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert [h["epoch"] for h in result.history if h["epoch_end"]] == [1, 2]
+    steps = [h["step"] for h in result.history]  # ten evaluations over the run, inside the epochs too
+    assert 10 <= len(steps) <= 12 and steps == sorted(steps) and steps[-1] == 2 * adapter.steps_per_epoch
 
 
 def test_tagger_beats_the_most_frequent_tag_per_word(tagging_files):
@@ -129,7 +131,11 @@ def test_progress_is_reported_and_ends_at_one(ptb_files):
     fractions = [r.fraction for r in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert len(reports) >= result.steps
-    assert [e[1] for e in events].count("metrics") == 2
+    assert [e[1] for e in events].count("metrics") == len(result.history)  # one event per evaluation
+    progress = [e[3] for e in events if e[1] == "progress"]
+    assert 15 <= len(progress) <= 20  # Callbacks.events = 20 over the run (the last step is the final report)
+    assert all(p["phase"] == "train" and p["seconds_left"] >= 0 and p["step"] < result.steps for p in progress)
+    assert reports[-1].evaluation == result.history[-1]  # the final report carries the latest evaluation
 
 
 def test_time_budget_stops_early_and_keeps_the_model(ptb_files):
@@ -181,5 +187,6 @@ def test_a_non_finite_loss_stops_with_a_clear_message():
         def load_state_dict(self, state):
             pass
 
-    with pytest.raises(FloatingPointError, match=r"the loss became inf at step 3 \(epoch 1\)"):
+    with pytest.raises(Diverged, match=r"the loss became inf at step 3 \(epoch 1\)") as raised:
         train(Exploding(), torch.nn.Linear(3, 1), TrainingSpec(epochs=1), device=torch.device("cpu"))
+    assert raised.value.code == "diverged"
