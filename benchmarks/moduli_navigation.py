@@ -94,6 +94,7 @@ class Settings:
     space_scale: float | str
     weight_decay: float
     prune_scope: str = "global"
+    floors: bool = False
 
 
 def make_data(task: NavigationTask, pool: int, eval_batch: int, seed: int, device: torch.device):
@@ -105,12 +106,17 @@ def make_data(task: NavigationTask, pool: int, eval_batch: int, seed: int, devic
 
 
 def recurrent_diagnostics(model) -> dict[str, float]:
-    """Where W_hh's surviving weights are: kept fraction, and the share of them on the diagonal (self-connections)."""
-    weight = model.rnn.weight_hh_l0.detach()
-    kept = weight != 0
+    """Every pruned tensor's kept fraction, and the share of W_hh's survivors on its diagonal (self-connections)."""
+    parameters = dict(model.named_parameters())
+    found = {f"{name}_kept": float((parameters[name] != 0).float().mean()) for name in PRUNED}
+    kept = model.rnn.weight_hh_l0.detach() != 0
     total = int(kept.sum())
-    diagonal = int(kept.diagonal().sum())
-    return {"whh_kept": total / weight.numel(), "whh_diagonal_share": diagonal / total if total else 0.0}
+    found["whh_kept"] = total / kept.numel()
+    found["whh_diagonal_share"] = int(kept.diagonal().sum()) / total if total else 0.0
+    return found
+
+
+SHORT = {"encoder.weight": "enc", "rnn.weight_ih_l0": "W_ih", "rnn.weight_hh_l0": "W_hh", "decoder.weight": "dec"}
 
 
 def evaluate(task: NavigationTask, model, evaluation) -> float:
@@ -140,7 +146,8 @@ def train(task, model, variant: str, settings: Settings, batches, seed: int, pru
     if scheduled:
         end = max(1, round(settings.prune_end * settings.steps))
         schedule = PruningSchedule(settings.sparsity, "linear", start=0, end=end)
-        pruner = Pruner(model, PRUNED, scope=settings.prune_scope, schedule=schedule)
+        allocation = "global" if settings.prune_scope == "global" else "uniform"
+        pruner = Pruner(model, PRUNED, allocation=allocation, per_gate=False, floors=settings.floors, schedule=schedule)
         every = max(1, end // settings.prune_events)
     if pruner is not None:
         pruner.attach(optimizer)
@@ -180,6 +187,7 @@ def run(args) -> None:
         space_scale,
         args.weight_decay,
         args.prune_scope,
+        args.floors,
     )
     task = NavigationTask(config, seed=0)
     device = torch.device(args.device)
@@ -189,7 +197,8 @@ def run(args) -> None:
         f"# N={config.hidden_size} init={config.recurrent_init} input_scale={args.input_scale}"
         f" place_cells={config.place_cells} seq={config.sequence_length} batch={config.batch_size}"
         f" steps={settings.steps} lr={settings.lr} AdamW wd={settings.weight_decay} sparsity={settings.sparsity}"
-        f" reached at {settings.prune_end:.0%} of training ({settings.prune_scope}), strength={settings.strength}"
+        f" reached at {settings.prune_end:.0%} of training ({settings.prune_scope}"
+        f"{', floors' if settings.floors else ''}), strength={settings.strength}"
         f" width_exponent={settings.width_exponent} space_scale={settings.space_scale} pool={args.pool} batches"
         f" eval={args.eval_batch} trajectories, seeds={args.seeds}, device={device}",
         flush=True,
@@ -210,10 +219,10 @@ def run(args) -> None:
             sparsity.setdefault(variant, []).append(achieved)
             where = recurrent_diagnostics(model)
             diagnostics.setdefault(variant, []).append(where)
+            kept = " ".join(f"{SHORT[n]} {where[f'{n}_kept']:.3f}" for n in PRUNED)
             line = (
-                f"{variant:<14} seed {seed}: {error:6.2f} cm  sparsity {achieved:.3f}"
-                f"  W_hh kept {where['whh_kept']:.3f} ({where['whh_diagonal_share']:.0%} diagonal)"
-                f"  ({time.time() - t0:.0f}s)"
+                f"{variant:<14} seed {seed}: {error:6.2f} cm  sparsity {achieved:.3f}  kept: {kept}"
+                f" ({where['whh_diagonal_share']:.0%} of W_hh on the diagonal)  ({time.time() - t0:.0f}s)"
             )
             if args.lottery and pruner is not None and variant in args.lottery_variants:
                 masks = {name: mask.clone() for name, mask in pruner.masks.items()}
@@ -316,6 +325,9 @@ def parse(argv=None):
     parser.add_argument("--prune-events", type=int, default=10)
     parser.add_argument(
         "--prune-scope", default="tensor", choices=["global", "tensor"], help="the paper: global (see the docstring)"
+    )
+    parser.add_argument(
+        "--floors", action="store_true", help="keep each row's and column's largest weight (compress.pruning floors)"
     )
     parser.add_argument("--strength", type=float, default=0.1)
     parser.add_argument("--width-exponent", type=float, default=2.0, help="negative: the paper's unscaled lambda")

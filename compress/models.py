@@ -62,12 +62,28 @@ def build_embedding(spec: ModelSpec, method, vocab_size: int) -> nn.Module:
     return SparseEmbedding(vocab_size, spec.embedding_size, embedding.blocks, embedding.density, embedding.order)
 
 
-class LanguageModel(nn.Module):
+class _Reordered(nn.Module):
+    """``reordered``: the user's token ids are not in frequency order, which predefined-sparse embeddings need (the
+    frequent words get the long vectors). The buffer ``token_rank`` (id -> frequency rank on the training data) maps
+    ids on the way in and the outputs back, so the model speaks the user's ids and the embedding its own order."""
+
+    def _order(self, vocab_size: int, reordered: bool) -> None:
+        if reordered:
+            self.register_buffer("token_rank", torch.arange(vocab_size))
+        else:
+            self.token_rank = None
+
+    def _ranked(self, tokens: Tensor) -> Tensor:
+        return tokens if self.token_rank is None else self.token_rank[tokens]
+
+
+class LanguageModel(_Reordered):
     """Embedding -> dropout -> recurrent stack -> dropout -> decoder (optionally tied to the embedding)."""
 
-    def __init__(self, spec: ModelSpec, method, vocab_size: int) -> None:
+    def __init__(self, spec: ModelSpec, method, vocab_size: int, *, reordered: bool = False) -> None:
         super().__init__()
         self.vocab_size = vocab_size
+        self._order(vocab_size, reordered)
         self.embedding = build_embedding(spec, method, vocab_size)
         self.rnn = build_recurrent(spec, method, spec.embedding_size)
         self.dropout = nn.Dropout(spec.dropout)
@@ -88,20 +104,24 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: Tensor, state=None):
         """tokens (T, B) -> logits (T, B, V), new state."""
-        hidden, state = self.rnn(self.dropout(self.embedding(tokens)), state)
-        hidden = self.dropout(hidden)
+        hidden, state = self.rnn(self.dropout(self.embedding(self._ranked(tokens))), state)
+        logits = self._decode(self.dropout(hidden))
+        return (logits if self.token_rank is None else logits.index_select(-1, self.token_rank)), state
+
+    def _decode(self, hidden: Tensor) -> Tensor:
         if not self.tied:
-            return self.decoder(hidden), state
+            return self.decoder(hidden)
         if isinstance(self.embedding, SparseEmbedding):
-            return self.embedding.decode(hidden) + self.decoder_bias, state
-        return hidden @ self.embedding.weight.t() + self.decoder_bias, state
+            return self.embedding.decode(hidden) + self.decoder_bias
+        return hidden @ self.embedding.weight.t() + self.decoder_bias
 
 
-class SequenceTagger(nn.Module):
+class SequenceTagger(_Reordered):
     """The seed experiment's tagger: embedding -> (Bi)LSTM -> Linear(2h -> h) + tanh -> Linear(h -> tags)."""
 
-    def __init__(self, spec: ModelSpec, method, vocab_size: int, num_tags: int) -> None:
+    def __init__(self, spec: ModelSpec, method, vocab_size: int, num_tags: int, *, reordered: bool = False) -> None:
         super().__init__()
+        self._order(vocab_size, reordered)
         self.embedding = build_embedding(spec, method, vocab_size)
         self.rnn = build_recurrent(spec, method, spec.embedding_size)
         width = spec.hidden_size * (2 if spec.bidirectional else 1)
@@ -111,7 +131,7 @@ class SequenceTagger(nn.Module):
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """tokens (T, B) padded, lengths (B,) -> tag logits (T, B, tags); padded positions are garbage to be masked."""
-        embedded = self.dropout(self.embedding(tokens))
+        embedded = self.dropout(self.embedding(self._ranked(tokens)))
         packed = pack_padded_sequence(embedded, lengths.cpu(), enforce_sorted=False)
         output, _ = self.rnn(packed)
         if isinstance(output, PackedSequence):

@@ -26,10 +26,11 @@ from compress.methods import PruningHooks, build_hooks
 from compress.models import LanguageModel, SequenceTagger
 from compress.pruning import reinitialize
 from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots, save_tradeoff_plot
-from compress.spec import DenseMethod, Recipe
+from compress.spec import TEXT_TASKS, DenseMethod, Recipe
 from compress.tasks.generated import AddingAdapter, NavigationAdapter, adding_model, navigation_model
-from compress.tasks.text import LanguageModelAdapter, TaggingAdapter
+from compress.tasks.text import LanguageModelAdapter, TaggingAdapter, frequency_rank
 from compress.train import Callbacks, Progress, default_device, train
+from compress.weights import vocabulary_of
 
 
 @dataclass
@@ -56,6 +57,13 @@ def _require(data: Mapping[str, Any], key: str, task: str) -> Path:
 
 def build_adapter(recipe: Recipe, data: Mapping[str, Any], device: torch.device):
     task, training, spec = recipe.task, recipe.training, recipe.model
+    if task.type in TEXT_TASKS:
+        vocabulary, tags = vocabulary_of(data)
+        if recipe.init_from and vocabulary is None:
+            raise ValueError(
+                "init_from: the weights' embedding and decoder rows follow a vocabulary the job does not have: upload "
+                "it as a 'vocabulary' file (one token a line, in id order) or store it in the weights' metadata"
+            )
     if task.type == "language_model":
         return LanguageModelAdapter(
             _require(data, "train", task.type),
@@ -64,6 +72,7 @@ def build_adapter(recipe: Recipe, data: Mapping[str, Any], device: torch.device)
             batch_size=training.batch_size,
             bptt=training.bptt,
             device=device,
+            vocabulary=vocabulary,
         )
     if task.type == "sequence_tagging":
         return TaggingAdapter(
@@ -73,6 +82,8 @@ def build_adapter(recipe: Recipe, data: Mapping[str, Any], device: torch.device)
             batch_size=training.batch_size,
             seed=training.seed,
             device=device,
+            vocabulary=vocabulary,
+            tags=tags,
         )
     if task.type == "navigation":
         return NavigationAdapter(
@@ -89,22 +100,33 @@ def build_adapter(recipe: Recipe, data: Mapping[str, Any], device: torch.device)
 def build_model(recipe: Recipe, sizes: Mapping[str, int]) -> nn.Module:
     """The recipe's model; ``sizes`` carries what the data decides (vocab_size, num_tags)."""
     task, spec, method = recipe.task, recipe.model, recipe.method
+    reordered = bool(sizes.get("reordered", 0))
     if task.type == "language_model":
-        return LanguageModel(spec, method, sizes["vocab_size"])
+        return LanguageModel(spec, method, sizes["vocab_size"], reordered=reordered)
     if task.type == "sequence_tagging":
-        return SequenceTagger(spec, method, sizes["vocab_size"], sizes["num_tags"])
+        return SequenceTagger(spec, method, sizes["vocab_size"], sizes["num_tags"], reordered=reordered)
     if task.type == "navigation":
         return navigation_model(task, spec, method, recipe.training.batch_size)
     return adding_model(task, spec, method, recipe.training.batch_size)
 
 
-def _sizes(adapter) -> dict[str, int]:
+def _sizes(adapter, recipe: Recipe) -> dict[str, int]:
     sizes = {}
     if hasattr(adapter, "vocab"):
         sizes["vocab_size"] = len(adapter.vocab)
+        embedding = getattr(recipe.method, "embedding", None)
+        if adapter.user_vocabulary and embedding is not None and embedding.order != "random":
+            sizes["reordered"] = 1  # the user's ids are kept; the predefined embedding ranks them by frequency
     if hasattr(adapter, "num_tags"):
         sizes["num_tags"] = adapter.num_tags
     return sizes
+
+
+def _model_for(recipe: Recipe, sizes: Mapping[str, int], adapter) -> nn.Module:
+    model = build_model(recipe, sizes)
+    if sizes.get("reordered"):
+        model.token_rank.copy_(frequency_rank(adapter.vocab))
+    return model
 
 
 def _vocabularies(adapter) -> dict[str, list[str]]:
@@ -281,8 +303,8 @@ def run(
     adapter = build_adapter(recipe, data, device)
     if getattr(adapter, "held_out", False):
         callbacks.emit("info", "message", "no validation file: the last 10% of the training data is held out")
-    sizes = _sizes(adapter)
-    model = build_model(recipe, sizes)
+    sizes = _sizes(adapter, recipe)
+    model = _model_for(recipe, sizes, adapter)
     initial: dict[str, float] | None = None
     if recipe.init_from:
         _load_initial_weights(model, _require(data, "init_from", recipe.task.type))
@@ -468,7 +490,7 @@ def find_warnings(report: Mapping[str, Any], verdict: Mapping[str, Any], recipe:
 
 def _lottery(recipe, adapter, sizes, masks, callbacks, device, metric) -> dict[str, float]:
     """Re-initialise, keep only the masks, retrain with the same settings (and the regulariser): the stability test."""
-    model = build_model(recipe, sizes)
+    model = _model_for(recipe, sizes, adapter)
     reinitialize(model, recipe.training.seed + 1)
     hooks = PruningHooks(recipe.method, seed=recipe.training.seed, fixed_masks=masks)
     outcome = train(adapter, model, recipe.training, hooks, callbacks, device=device)

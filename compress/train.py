@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -49,6 +49,7 @@ class Progress:
     metrics: dict[str, float]  # train_loss (running mean since the last evaluation), lr, the method's summary
     phase: str = "train"  # train, prune, fine_tune, lottery (the method's) - a pipeline adds reference, baselines
     evaluation: dict[str, float] | None = None  # the latest evaluation's metrics
+    metric: str | None = None  # the task's headline metric (a key of ``evaluation``)
 
 
 @dataclass
@@ -240,7 +241,8 @@ def train(
     def report(epoch: int) -> None:
         metrics = {"train_loss": running_loss / max(running_count, 1), "lr": optimizer.param_groups[0]["lr"]}
         metrics |= hooks.summary()
-        callbacks.progress(Progress(step / total_steps, epoch, step, total_steps, metrics, hooks.phase(step), latest))
+        progress = Progress(step / total_steps, epoch, step, total_steps, metrics, hooks.phase(step), latest)
+        callbacks.progress(replace(progress, metric=adapter.metric))
 
     for epoch in range(first_epoch, spec.epochs):
         if skip == 0:

@@ -76,7 +76,7 @@ class EventObject(BaseModel):
     id: str
     created_at: int
     level: str
-    type: Literal["message", "metrics"]
+    type: Literal["message", "metrics", "progress"]
     message: str
     data: dict[str, Any] = Field(default_factory=dict)
 

@@ -8,6 +8,7 @@ from its last training state. Terminal states are never changed.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import tempfile
 import threading
@@ -123,7 +124,8 @@ class JobReporter:
 
     def progress(self, p) -> None:
         with session_scope(self.sessions) as session:
-            session.execute(update(Job).where(Job.id == self.job_id).values(progress=round(p.fraction, 4)))
+            values = {"progress": round(p.fraction, 4), "live": live_state(p)}
+            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
 
     def event(self, level: str, kind: str, message: str, data: dict) -> None:
         clean = {k: v for k, v in data.items() if isinstance(v, int | float | str | bool) or v is None}
@@ -138,6 +140,46 @@ class JobReporter:
         with self.sessions() as session:  # a read: POST /cancel sets the status
             self.cancel_seen = session.scalar(select(Job.status).where(Job.id == self.job_id)) == "cancelling"
         return self.cancel_seen
+
+
+def _number(value):
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def live_state(p) -> dict:
+    """The job's ``live`` field from a compress.train Progress report."""
+    evaluation = p.evaluation or {}
+    return {
+        "phase": p.phase,
+        "step": p.step,
+        "total_steps": p.total_steps,
+        "loss": _number(p.metrics.get("train_loss")),
+        "metric": p.metric,
+        "value": _number(evaluation.get(p.metric)) if p.metric else None,
+        "sparsity": _number(p.metrics.get("pruned_sparsity")),
+        "eta_s": _number(p.metrics.get("eta_s")),
+        "updated_at": int(time.time()),
+    }
+
+
+def job_fields(result) -> dict:
+    """What a finished compress.run puts on the job: its metrics with the verdict's headline, and the warnings."""
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    report = result.report
+    metrics["sparsity"] = report["parameters"]["sparsity"]  # the one definition (compress.report.build_report)
+    if report.get("pruning"):
+        metrics["pruned_sparsity"] = report["pruning"]["sparsity"]
+    metrics["checkpoint_bytes"] = report["checkpoint_bytes"]
+    metrics |= result.verdict  # name, value, reference, ratio, lower_is_better, reference_kind, within_tolerance
+    return {"metrics": metrics, "warnings": list(result.warnings)}
+
+
+def error_code(error: BaseException) -> str:
+    """A stable code for a failed job: the library's own (``diverged``...) where it gives one."""
+    code = getattr(error, "code", None)
+    if isinstance(code, str) and code:
+        return code
+    return "invalid_input" if isinstance(error, ValueError | KeyError) else "internal_error"
 
 
 def _materialise(store: BlobStore, sessions, job: Job, directory: Path) -> dict[str, Path]:
@@ -235,13 +277,11 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
             data = _materialise(store, sessions, job, Path(scratch))
             recipe = Recipe.model_validate(job.recipe)
             result = compress.run(recipe, data, callbacks, output_dir=work / "output")
-        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
-        metrics["sparsity"] = result.report["parameters"]["sparsity"]
-        metrics["checkpoint_bytes"] = result.report["checkpoint_bytes"]
+        fields = job_fields(result)
         for path in result.files:
             staged.append((path, *store.stage_file(path)))
         replaced = record_artifacts(sessions, store, job_id, job.owner, staged)
-        _finish(sessions, job_id, status="succeeded", progress=1.0, metrics=metrics)
+        _finish(sessions, job_id, status="succeeded", progress=1.0, **fields)
         outcome = "succeeded"
     except Cancelled:
         _finish(sessions, job_id, status="cancelled")
@@ -249,7 +289,7 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     except Exception as error:  # a user-facing message, the trace only in the worker's log
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         message = str(error) or type(error).__name__
-        _finish(sessions, job_id, status="failed", error={"code": type(error).__name__, "message": message[:2000]})
+        _finish(sessions, job_id, status="failed", error={"code": error_code(error), "message": message[:2000]})
         outcome = "failed"
     finally:
         heartbeat.stop()

@@ -1,8 +1,10 @@
 """Task adapters for the text tasks: word-level language modelling and sequence tagging.
 
 Both build their vocabulary from the training file (ids by descending frequency, so predefined-sparse embeddings
-give frequent words the long vectors). Without a validation file, the last 10% of the training sentences are held out,
-and an event says so.
+give frequent words the long vectors), unless the user gives theirs (``vocabulary``: tokens in id order, the rows of
+their own embedding and decoder), which is then kept exactly: words it lacks map to ``<unk>`` (which it must then
+have), and a language model needs ``<eos>`` in it. Without a validation file, the last 10% of the training sentences
+are held out, and an event says so.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from compress.data import read_lm_text, read_tagging_conll
-from compress.vocab import Vocabulary, build_vocabulary
+from compress.vocab import UNK, Vocabulary, build_vocabulary
 
 EOS = "<eos>"
 HELD_OUT = 0.1
@@ -30,6 +32,29 @@ def _split(sentences: list, valid: list | None) -> tuple[list, list, bool]:
         raise ValueError("the training file needs at least 2 sentences to hold some out for validation")
     cut = max(1, math.ceil(len(sentences) * HELD_OUT))
     return sentences[:-cut], sentences[-cut:], True
+
+
+def given_vocabulary(tokens: list[str], counts: dict[str, int], *, required: tuple[str, ...] = ()) -> Vocabulary:
+    """The user's vocabulary, in their id order, with the training counts (0 for tokens the data never uses)."""
+    missing = [t for t in required if t not in tokens]
+    if missing:
+        raise ValueError(f"the vocabulary has no {missing[0]!r} token, which this task needs (add it as a line)")
+    present = set(tokens)
+    unknown = [t for t in counts if t not in present]
+    if unknown and UNK not in present:
+        raise ValueError(
+            f"the data has {len(unknown)} word(s) the vocabulary lacks (e.g. {unknown[0]!r}) and the vocabulary has no "
+            f"{UNK!r} token to stand for them"
+        )
+    return Vocabulary(tuple(tokens), tuple(counts.get(t, 0) for t in tokens))
+
+
+def frequency_rank(vocab: Vocabulary) -> Tensor:
+    """id -> rank of its training count (0 = most frequent; ties by id): the order predefined embeddings need."""
+    order = sorted(range(len(vocab)), key=lambda i: (-vocab.counts[i], i))
+    rank = torch.empty(len(vocab), dtype=torch.long)
+    rank[torch.tensor(order)] = torch.arange(len(vocab))
+    return rank
 
 
 def _detach(state):
@@ -56,13 +81,21 @@ class LanguageModelAdapter:
         bptt: int = 35,
         eval_batch_size: int = 10,
         device: torch.device | str = "cpu",
+        vocabulary: list[str] | None = None,
     ) -> None:
         train, valid, self.held_out = _split(read_lm_text(train_path), read_lm_text(valid_path) if valid_path else None)
         counts: dict[str, int] = {}
         for sentence in train:
             for token in [*sentence, EOS]:
                 counts[token] = counts.get(token, 0) + 1
-        self.vocab: Vocabulary = build_vocabulary(counts, max_size=max_vocab)
+        if vocabulary is not None:
+            for sentence in valid:  # validation words the vocabulary lacks need <unk> too
+                for token in sentence:
+                    counts.setdefault(token, 0)
+            self.vocab: Vocabulary = given_vocabulary(vocabulary, counts, required=(EOS,))
+        else:
+            self.vocab = build_vocabulary(counts, max_size=max_vocab)
+        self.user_vocabulary = vocabulary is not None
         self.device = torch.device(device)
         self.bptt = bptt
         self.train_data = self._columns(train, batch_size)
@@ -135,13 +168,30 @@ class TaggingAdapter:
         batch_size: int = 20,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        vocabulary: list[str] | None = None,
+        tags: list[str] | None = None,
     ) -> None:
         train, valid, self.held_out = _split(
             read_tagging_conll(train_path), read_tagging_conll(valid_path) if valid_path else None
         )
-        self.vocab = build_vocabulary((t for tokens, _ in train for t in tokens), max_size=max_vocab)
-        tags = sorted({tag for _, labels in train for tag in labels})
-        self.tags = {tag: i for i, tag in enumerate(tags)}
+        if vocabulary is not None:
+            counts: dict[str, int] = {}
+            for tokens, _ in train:
+                for token in tokens:
+                    counts[token] = counts.get(token, 0) + 1
+            for tokens, _ in valid:
+                for token in tokens:
+                    counts.setdefault(token, 0)
+            self.vocab = given_vocabulary(vocabulary, counts)
+        else:
+            self.vocab = build_vocabulary((t for tokens, _ in train for t in tokens), max_size=max_vocab)
+        self.user_vocabulary = vocabulary is not None
+        seen = sorted({tag for _, labels in train for tag in labels})  # the tag ids: alphabetical unless given
+        if tags is not None:
+            extra = sorted(set(seen) - set(tags))
+            if extra:
+                raise ValueError(f"the training file uses tags the weights' tag list lacks: {extra[:5]}")
+        self.tags = {tag: i for i, tag in enumerate(tags if tags is not None else seen)}
         for number, (_, labels) in enumerate(valid, start=1):
             unknown = sorted(set(labels) - set(self.tags))
             if unknown:

@@ -10,6 +10,7 @@ import torch
 from sqlalchemy.exc import OperationalError
 
 import compress
+from compress.spec import Recipe
 from service.db import session_scope
 from service.migrate import upgrade
 from service.models import Artifact, File, Job, JobEvent, utcnow
@@ -21,6 +22,7 @@ RECIPE = {
     "model": {"cell": "rnn_relu", "hidden_size": 12},
     "method": {"type": "magnitude_pruning", "target_sparsity": 0.5},
     "training": {"epochs": 2, "batch_size": 8},
+    "reference": "none",  # the dense reference is tested on its own (it doubles a job's training)
 }
 
 
@@ -75,6 +77,50 @@ def test_a_job_runs_to_success_with_artifacts(world):
     _, manifest = compress.load_checkpoint(blob)
     assert manifest["metrics"]["valid_mse"] == pytest.approx(job.metrics["valid_mse"])
     assert "job started" in events(sessions, job_id) and "job succeeded" in events(sessions, job_id)
+
+
+def test_a_job_carries_its_verdict_against_the_dense_reference(world):
+    _, sessions, _ = world
+    job = job_row(sessions, add_job(sessions, recipe=RECIPE | {"reference": "auto"}))
+    assert tasks.run_job(job.id) == "succeeded"
+    job = job_row(sessions, job.id)
+    metrics = job.metrics
+    # The reference is a dense model trained with the same recipe and seed: train it here by hand and compare.
+    recipe = Recipe.model_validate(RECIPE | {"method": {"type": "dense"}, "reference": "none"})
+    dense = compress.run(recipe, {}, output_dir=get_settings().data_dir / "by-hand", device="cpu")
+    assert metrics["name"] == "valid_mse" and metrics["lower_is_better"] is True
+    assert metrics["reference"] == pytest.approx(dense.metrics["valid_mse"], rel=1e-5)
+    assert metrics["ratio"] == pytest.approx(metrics["value"] / metrics["reference"])
+    assert metrics["value"] == metrics["valid_mse"] and metrics["reference_kind"] == "dense_full"
+    assert job.live["phase"] == "reference" and job.live["step"] == job.live["total_steps"] == 10
+
+
+def test_a_tensor_pruned_away_is_a_warning_on_the_job(world):
+    _, sessions, _ = world
+    # The paper's preset (one global threshold, no floors) at 98% strips the adding model's tiny input matrix.
+    method = RECIPE["method"] | {"target_sparsity": 0.98, "preset": "paper"}
+    job_id = add_job(sessions, recipe=RECIPE | {"method": method, "reference": "none"})
+    assert tasks.run_job(job_id) == "succeeded"
+    job = job_row(sessions, job_id)
+    with sessions() as session:
+        checkpoint = session.query(Artifact).filter_by(job_id=job_id, filename="model.safetensors").one()
+    model, _ = compress.load_checkpoint(world[2].path(checkpoint.sha256))
+    dead = sorted(n for n, p in model.named_parameters() if p.dim() >= 2 and p.count_nonzero() == 0)
+    assert dead  # the premise: this recipe does kill a tensor
+    assert sorted(w["tensor"] for w in job.warnings if w["code"] == "tensor_pruned_away") == dead
+    # The defaults (ERK with floors) keep every tensor alive at the same sparsity.
+    job_id = add_job(sessions, recipe=RECIPE | {"method": RECIPE["method"] | {"target_sparsity": 0.98}})
+    assert tasks.run_job(job_id) == "succeeded"
+    assert not [w for w in job_row(sessions, job_id).warnings if w["code"] == "tensor_pruned_away"]
+
+
+def test_a_diverging_run_fails_with_code_diverged(world):
+    _, sessions, _ = world
+    exploding = RECIPE["training"] | {"lr": 1e30, "clip": None, "optimizer": "sgd"}
+    job_id = add_job(sessions, recipe=RECIPE | {"training": exploding, "reference": "none"})
+    assert tasks.run_job(job_id) == "failed"
+    job = job_row(sessions, job_id)
+    assert job.error["code"] == "diverged" and "the loss became" in job.error["message"]
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
