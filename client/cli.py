@@ -22,7 +22,7 @@ import httpx
 
 from client.sdk import TERMINAL, Client, SparseqError, safe_name
 
-PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights")
+PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights", "vocabulary")
 
 
 class UsageError(Exception):

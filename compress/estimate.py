@@ -26,8 +26,10 @@ class Estimate:
     flops_per_token: int
     flops_per_step: int
     training_memory_bytes: int
+    training_runs: int  # the main run, the reference, baselines and the lottery check: the job's training time
+    weights: list[dict]  # the weight contract: every tensor's name and shape (an init_from file must match it)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict:
         return asdict(self)
 
 
@@ -54,7 +56,20 @@ def estimate(recipe: Recipe, *, vocab_size: int | None = None, num_tags: int | N
     activations = tokens * (hidden_state * 8 + sizes["vocab_size"] * (recipe.task.type == "language_model")) * BYTES
     optimizer_states = {"sgd": 0, "adam": 2, "adamw": 2}[recipe.training.optimizer]
     memory = parameters * BYTES * (2 + optimizer_states) + activations
-    return Estimate(parameters, nonzero, checkpoint, dense_bytes, flops_token, flops_step, memory)
+    contract = [{"name": n, "shape": list(t.shape)} for n, t in model.state_dict().items()]
+    return Estimate(
+        parameters, nonzero, checkpoint, dense_bytes, flops_token, flops_step, memory, training_runs(recipe), contract
+    )
+
+
+def training_runs(recipe: Recipe) -> int:
+    """How many times the job trains the recipe's length: the main run, the lottery check, the dense reference (one
+    of the baselines when it is one of them) and the baselines."""
+    dense_runs = set(recipe.baselines)
+    kind = recipe.reference_kind()
+    if kind in ("dense_full", "dense_same_params"):
+        dense_runs.add(kind)
+    return 1 + int(getattr(recipe.method, "lottery_check", False)) + len(dense_runs)
 
 
 def _sequence_length(recipe: Recipe) -> int:

@@ -138,9 +138,16 @@ def _vocabularies(adapter) -> dict[str, list[str]]:
     return found
 
 
+class WeightsMismatch(ValueError):
+    code = "weights_mismatch"
+
+
 def _load_initial_weights(model: nn.Module, path: Path) -> None:
-    """``init_from``: dense safetensors weights (a sparseq checkpoint or a plain file) with matching names."""
+    """``init_from``: dense safetensors weights (a sparseq checkpoint or a plain file) with the model's names and
+    shapes (compress.weights.weight_contract)."""
     from safetensors.torch import load_file
+
+    from compress.weights import compare_weights
 
     try:
         tensors, _ = load_tensors(path)
@@ -150,17 +157,11 @@ def _load_initial_weights(model: nn.Module, path: Path) -> None:
         except Exception as error:
             raise ValueError(f"init_from: {path.name} is not a readable safetensors file ({error})") from None
     own = model.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    if missing or unexpected:
-        raise ValueError(
-            f"init_from: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})"
-        )
-    wrong = [
-        f"{n}: {tuple(tensors[n].shape)} vs {tuple(own[n].shape)}" for n in own if tensors[n].shape != own[n].shape
-    ]
-    if wrong:
-        raise ValueError(f"init_from: shapes differ from the recipe's model: {wrong[:5]}")
+    mismatch = compare_weights(
+        {n: list(t.shape) for n, t in own.items()}, {n: list(t.shape) for n, t in tensors.items()}
+    )
+    if mismatch:
+        raise WeightsMismatch(f"init_from: the weights do not fit the recipe's model: {mismatch.describe()}")
     model.load_state_dict(tensors)
 
 

@@ -12,7 +12,8 @@ from service.schemas import FileObject, unix
 from service.storage import BlobStore
 from service.upload import Upload
 
-PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights")
+PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights", "vocabulary")
+MAX_LISTED_TENSORS = 4096  # names and shapes kept in a weights file's stats (for the check at job creation)
 
 
 def render(file: File) -> FileObject:
@@ -31,20 +32,25 @@ def render(file: File) -> FileObject:
 
 def validate_content(purpose: str, path) -> tuple[bool, str | None, dict]:
     if purpose == "weights":
-        from compress.checkpoint import CheckpointError, read_manifest
+        from compress.weights import describe_weights
 
         try:
-            manifest = read_manifest(path)
-            return True, None, {"tensors": len(manifest["tensors"])}
-        except CheckpointError:
-            pass
-        from safetensors import safe_open
+            info = describe_weights(path)
+        except ValueError as error:
+            return False, str(error), {}
+        stats: dict = {"tensors": len(info.tensors)}
+        if len(info.tensors) <= MAX_LISTED_TENSORS:
+            stats["shapes"] = info.tensors
+        if info.vocabulary is not None:
+            stats["vocabulary_size"] = len(info.vocabulary)
+        if info.tags is not None:
+            stats["tags"] = len(info.tags)
+        return True, None, stats
+    if purpose == "vocabulary":
+        from compress.weights import validate_vocabulary
 
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                return True, None, {"tensors": len(list(handle.keys()))}
-        except Exception as error:
-            return False, f"not a safetensors file ({error})", {}
+        result = validate_vocabulary(path)
+        return result.ok, (None if result.ok else result.describe()), result.stats
     from compress.data import validate
 
     result = validate(purpose, path)

@@ -29,8 +29,16 @@ from service.schemas import (
 
 # data role -> purpose each task accepts (required roles first)
 ROLES = {
-    "language_model": {"train": ("lm_text", True), "valid": ("lm_text", False)},
-    "sequence_tagging": {"train": ("tagging_conll", True), "valid": ("tagging_conll", False)},
+    "language_model": {
+        "train": ("lm_text", True),
+        "valid": ("lm_text", False),
+        "vocabulary": ("vocabulary", False),
+    },
+    "sequence_tagging": {
+        "train": ("tagging_conll", True),
+        "valid": ("tagging_conll", False),
+        "vocabulary": ("vocabulary", False),
+    },
     "navigation": {"train": ("trajectories", False)},
     "adding": {},
 }
@@ -108,10 +116,46 @@ def _check_files(session: Session, owner: str, recipe: Recipe, files: dict[str, 
             continue
         _check_one(session, owner, files[role], purpose, f"files.{role}")
     if recipe.init_from is not None:
-        _check_one(session, owner, recipe.init_from, "weights", "recipe.init_from")
+        weights = _check_one(session, owner, recipe.init_from, "weights", "recipe.init_from")
+        _check_weights(session, owner, recipe, files, weights)
 
 
-def _check_one(session: Session, owner: str, file_id: str, purpose: str, param: str) -> None:
+def _check_weights(session: Session, owner: str, recipe: Recipe, files: dict[str, str], weights) -> None:
+    """An init_from file must hold the recipe's tensors with the recipe's shapes (its header, read at upload, is in
+    its stats), and a text task's weights need the vocabulary their rows follow."""
+    shapes = (weights.stats or {}).get("shapes")
+    sizes: dict[str, int] = {}
+    if recipe.task.type in ("language_model", "sequence_tagging"):
+        if "vocabulary" in files:
+            sizes["vocab_size"] = get_file(session, owner=owner, file_id=files["vocabulary"]).stats["tokens"]
+        elif (weights.stats or {}).get("vocabulary_size"):
+            sizes["vocab_size"] = weights.stats["vocabulary_size"]
+        else:
+            raise Unprocessable(
+                "init_from: a text model's embedding and decoder rows follow a vocabulary: upload it with purpose "
+                "'vocabulary' (one token a line, in id order) and pass it as files.vocabulary, or store it in the "
+                "weights file's metadata under 'vocabulary' (a JSON list)",
+                param="files.vocabulary",
+                code="vocabulary_required",
+            )
+        if recipe.task.type == "sequence_tagging":
+            train = get_file(session, owner=owner, file_id=files["train"])
+            sizes["num_tags"] = (weights.stats or {}).get("tags") or train.stats.get("tags", 1)
+    if shapes is None:  # more tensors than the upload listed: the worker checks them before training
+        return
+    from compress.weights import compare_weights, weight_contract
+
+    mismatch = compare_weights(weight_contract(recipe, sizes), shapes)
+    if mismatch:
+        raise Unprocessable(
+            f"init_from: the weights do not fit the recipe's model: {mismatch.describe()} (POST /v1/estimate lists "
+            "the names and shapes the recipe needs)",
+            param="recipe.init_from",
+            code="weights_mismatch",
+        )
+
+
+def _check_one(session: Session, owner: str, file_id: str, purpose: str, param: str):
     try:
         file = get_file(session, owner=owner, file_id=file_id)
     except NotFound:
@@ -120,6 +164,7 @@ def _check_one(session: Session, owner: str, file_id: str, purpose: str, param: 
         raise BadRequest(f"file {file_id} has purpose '{file.purpose}', this role needs '{purpose}'", param=param)
     if file.status != "processed":
         raise BadRequest(f"file {file_id} did not pass validation: {file.status_detail}", param=param)
+    return file
 
 
 def request_hash(body: JobCreate) -> str:

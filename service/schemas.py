@@ -108,7 +108,8 @@ class JobCreate(BaseModel):
     )
     files: dict[str, str] = Field(
         default_factory=dict,
-        description="data role -> file id: 'train' and 'valid' for text tasks, 'train' (trajectories) for navigation",
+        description="data role -> file id: 'train' and 'valid' for text tasks (and 'vocabulary': the token order "
+        "of your own weights), 'train' (trajectories) for navigation",
     )
 
 
@@ -120,6 +121,11 @@ class EstimateRequest(BaseModel):
     num_tags: int | None = Field(None, ge=1, description="sequence tagging: defaults to 45 (the Penn Treebank tag set)")
 
 
+class WeightShape(BaseModel):
+    name: str
+    shape: list[int]
+
+
 class Estimate(BaseModel):
     object: Literal["estimate"] = "estimate"
     parameters: int
@@ -129,6 +135,8 @@ class Estimate(BaseModel):
     flops_per_token: int
     flops_per_step: int
     training_memory_bytes: int
+    training_runs: int = Field(..., description="trainings the job runs: main, reference, baselines, lottery check")
+    weights: list[WeightShape] = Field(..., description="the weight contract: what an init_from file must hold")
 
 
 class DeletedObject(BaseModel):

@@ -179,8 +179,9 @@ def test_init_from_with_wrong_shapes_is_a_clear_error(data, tmp_path):
     first = compress.run(recipe("adding", "dense"), {}, output_dir=tmp_path / "a", device="cpu")
     bigger = recipe("adding", "magnitude_pruning", init_from="x")
     bigger = bigger.model_copy(update={"model": bigger.model.model_copy(update={"hidden_size": 20})})
-    with pytest.raises(ValueError, match="init_from: shapes differ"):
+    with pytest.raises(ValueError, match=r"mis-shaped: rnn.weight_ih_l0 is \(16, 2\), the recipe needs \(20, 2\)") as e:
         compress.run(bigger, {"init_from": first.checkpoint}, output_dir=tmp_path / "b", device="cpu")
+    assert e.value.code == "weights_mismatch"
 
 
 def test_report_sparsity_counts_predefined_structure(data, tmp_path):

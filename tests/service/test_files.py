@@ -31,7 +31,7 @@ from tests.service.factories import (
     upload_ok,
 )
 
-PURPOSE_LIST = "['lm_text', 'tagging_conll', 'trajectories', 'weights']"
+PURPOSE_LIST = "['lm_text', 'tagging_conll', 'trajectories', 'weights', 'vocabulary']"
 
 
 def pickled_npz() -> bytes:
@@ -148,7 +148,7 @@ def test_upload_stats_count_what_was_read(client, alice, lm_bytes, conll_bytes, 
     trajectories = upload_ok(client, alice, npz_bytes, purpose="trajectories")
     assert trajectories["stats"] == {"trajectories": 3, "steps": 6}
     weights = upload_ok(client, alice, weights_bytes, purpose="weights")
-    assert weights["stats"] == {"tensors": 2}
+    assert weights["stats"] == {"tensors": 2, "shapes": {"decoder.bias": [5], "rnn.weight_hh_l0": [8, 2]}}
 
 
 @pytest.mark.parametrize(

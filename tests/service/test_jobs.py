@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
@@ -71,10 +72,24 @@ def test_a_new_job_has_one_queued_event(client, alice, train_file):
     assert events["data"][0]["id"].startswith("evt_")
 
 
-def test_jobs_for_every_task_accept_their_files(client, alice, broker, conll_bytes, npz_bytes, weights_bytes):
+def navigation_weights(hidden: int, place_cells: int) -> bytes:
+    """The tensors of the navigation model with an LSTM cell (no biases), by hand: encoder (start code -> state),
+    the LSTM's packed four gates, decoder (state -> place cells)."""
+    from safetensors.torch import save
+
+    shapes = {
+        "encoder.weight": (hidden, place_cells),
+        "rnn.weight_ih_l0": (4 * hidden, 2),
+        "rnn.weight_hh_l0": (4 * hidden, hidden),
+        "decoder.weight": (place_cells, hidden),
+    }
+    return save({name: torch.zeros(shape) for name, shape in shapes.items()})
+
+
+def test_jobs_for_every_task_accept_their_files(client, alice, broker, conll_bytes, npz_bytes):
     conll = upload_ok(client, alice, conll_bytes, purpose="tagging_conll")
     paths = upload_ok(client, alice, npz_bytes, purpose="trajectories")
-    weights = upload_ok(client, alice, weights_bytes, purpose="weights")
+    weights = upload_ok(client, alice, navigation_weights(32, 16), purpose="weights")
     navigation = {
         "task": {"type": "navigation", "place_cells": 16, "sequence_length": 5},
         "model": {"hidden_size": 32},
@@ -97,6 +112,34 @@ def test_jobs_for_every_task_accept_their_files(client, alice, broker, conll_byt
     response = client.delete(f"/v1/files/{weights['id']}", headers=alice)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "file_in_use"
+
+
+def test_weights_that_do_not_fit_the_recipe_are_refused_with_their_names(client, alice, broker, weights_bytes):
+    weights = upload_ok(client, alice, weights_bytes, purpose="weights")  # rnn.weight_hh_l0 (8, 2), decoder.bias (5,)
+    recipe = {
+        "task": {"type": "navigation", "place_cells": 16},
+        "model": {"cell": "rnn_relu", "hidden_size": 32},
+        "method": {"type": "magnitude_pruning"},
+        "init_from": weights["id"],
+    }
+    response = client.post("/v1/jobs", headers=alice, json={"recipe": recipe})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("weights_mismatch", "recipe.init_from")
+    assert "missing decoder.weight, encoder.weight, rnn.weight_ih_l0" in error["message"]
+    assert "unexpected decoder.bias" in error["message"]
+    assert "rnn.weight_hh_l0 is (8, 2), the recipe needs (32, 32)" in error["message"]
+    assert broker_messages(broker) == []  # nothing queued
+
+
+def test_text_weights_without_their_vocabulary_are_refused(client, alice, broker, lm_bytes, weights_bytes):
+    train = upload_ok(client, alice, lm_bytes, purpose="lm_text")
+    weights = upload_ok(client, alice, weights_bytes, purpose="weights")
+    recipe = lm_recipe(**{"method": {"type": "magnitude_pruning"}, "init_from": weights["id"]})
+    response = client.post("/v1/jobs", headers=alice, json={"recipe": recipe, "files": {"train": train["id"]}})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "vocabulary_required"
+    assert response.json()["error"]["param"] == "files.vocabulary"
 
 
 @pytest.mark.parametrize(
@@ -177,7 +220,9 @@ def test_a_role_the_task_does_not_take_is_400(client, alice, train_file):
     response = client.post("/v1/jobs", headers=alice, json={"recipe": lm_recipe(), "files": files})
     assert response.status_code == 400
     assert response.json() == error(
-        "bad_request", "the language_model task takes no 'test' file (it takes ['train', 'valid'])", "files.test"
+        "bad_request",
+        "the language_model task takes no 'test' file (it takes ['train', 'valid', 'vocabulary'])",
+        "files.test",
     )
 
 

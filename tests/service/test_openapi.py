@@ -111,7 +111,13 @@ def test_every_documented_v1_error_uses_the_error_envelope(document, client):
 def test_the_upload_documents_its_multipart_form(document):
     form = document["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert set(form["required"]) == {"file", "purpose"}
-    assert form["properties"]["purpose"]["enum"] == ["lm_text", "tagging_conll", "trajectories", "weights"]
+    assert form["properties"]["purpose"]["enum"] == [
+        "lm_text",
+        "tagging_conll",
+        "trajectories",
+        "weights",
+        "vocabulary",
+    ]
 
 
 def test_job_creation_documents_the_idempotency_key_header(document):
