@@ -172,8 +172,11 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", nargs="+", default=cases, choices=cases)
     parser.add_argument("--allocations", nargs="+", default=list(ALLOCATIONS), choices=list(ALLOCATIONS))
     parser.add_argument("--navigation-steps", type=int, default=1000)
+    parser.add_argument("--lm-methods", nargs="+", default=["magnitude_pruning", "moduli_pruning"])
     parser.add_argument("--train-tokens", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=1, help="language-model epochs over the PTB slice")
+    parser.add_argument("--navigation-allocations", nargs="+", choices=list(ALLOCATIONS), help="default: --allocations")
+    parser.add_argument("--user-allocations", nargs="+", choices=list(ALLOCATIONS), help="default: --allocations")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="also write every row to this JSON file")
     args = parser.parse_args(argv)
@@ -182,16 +185,11 @@ def main(argv=None) -> None:
     print(f"{'case':<34} {'value':>9} {'ref':>9} {'ratio':>7} {'dead':>5} {'floor':>6} {'pruned':>8} {'model':>8}")
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
-        if "navigation" in args.cases:
-            for hidden in (128, 256):
-                for label in args.allocations:
-                    recipe = navigation_recipe(hidden, ALLOCATIONS[label], args.navigation_steps)
-                    run_case(f"navigation {hidden} moduli 90% {label}", recipe, {}, directory, rows)
         if "lm" in args.cases or "user" in args.cases:
             data = ptb_slice(directory, args.train_tokens, args.train_tokens // 5)
         if "lm" in args.cases:
             for label in args.allocations:
-                for kind in ("magnitude_pruning", "moduli_pruning"):
+                for kind in args.lm_methods:
                     method = {"type": kind, "target_sparsity": 0.9} | ALLOCATIONS[label]
                     run_case(f"ptb lm {kind} 90% {label}", lm_recipe(method, args.epochs), data, directory, rows)
             predefined = {"type": "predefined", "recurrent": {"budget_of": {"hidden_scale": 1.5}}}
@@ -200,7 +198,7 @@ def main(argv=None) -> None:
         if "user" in args.cases:
             weights = train_user_model(data, directory, args.epochs)
             for sparsity in (0.5, 0.75, 0.9):
-                for label in args.allocations:
+                for label in args.user_allocations or args.allocations:
                     method = {"type": "magnitude_pruning", "target_sparsity": sparsity} | ALLOCATIONS[label]
                     recipe = lm_recipe(method, 1) | {"init_from": "user weights"}
                     recipe["training"] = recipe["training"] | {"lr": 1e-3}
@@ -211,6 +209,11 @@ def main(argv=None) -> None:
                         directory,
                         rows,
                     )
+        if "navigation" in args.cases:
+            for hidden in (128, 256):
+                for label in args.navigation_allocations or args.allocations:
+                    recipe = navigation_recipe(hidden, ALLOCATIONS[label], args.navigation_steps)
+                    run_case(f"navigation {hidden} moduli 90% {label}", recipe, {}, directory, rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

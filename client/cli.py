@@ -73,13 +73,90 @@ def show_lines(objects) -> None:
         print(json.dumps(obj))
 
 
-def progress_line(job: dict[str, Any]) -> None:
-    print(f"{job['id']}: {job['status']} {job['progress']:.0%}", file=sys.stderr, flush=True)
+def describe_live(job: dict[str, Any]) -> str:
+    """One line of what a job is doing: status, phase, step, loss, metric, sparsity, time left."""
+    live = job.get("live") or {}
+    parts = [job["status"]]
+    if live and job["status"] in ("running", "cancelling"):
+        parts.append(f"{live['phase']} step {live['step']}/{live['total_steps']}")
+        if live.get("loss") is not None:
+            parts.append(f"loss {live['loss']:.4g}")
+        if live.get("value") is not None:
+            parts.append(f"{live['metric']} {live['value']:.4g}")
+        if live.get("sparsity") is not None:
+            parts.append(f"sparsity {live['sparsity']:.1%}")
+        if live.get("eta_s") is not None:
+            parts.append(f"{_duration(live['eta_s'])} left")
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+
+
+class ProgressDisplay:
+    """``--wait``'s feedback on stderr: on a terminal one updating bar (tqdm), elsewhere (a log, a pipe) a line only
+    when what it says changed."""
+
+    def __init__(self, job_id: str, stream=None) -> None:
+        self.job_id, self.stream = job_id, stream or sys.stderr
+        self.bar = None
+        self.last = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=100, desc=job_id, unit="%", file=self.stream, bar_format=_BAR, dynamic_ncols=True)
+
+    def update(self, job: dict[str, Any]) -> None:
+        text = describe_live(job)
+        percent = round(100 * job["progress"])
+        if self.bar is not None:
+            self.bar.n = percent
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.refresh()
+        elif (text, percent) != self.last:
+            print(f"{self.job_id}: {percent}% {text}", file=self.stream, flush=True)
+        self.last = (text, percent)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+_BAR = "{desc}: {percentage:3.0f}%|{bar:20}| {postfix}"
+
+
+def verdict_lines(job: dict[str, Any]) -> list[str]:
+    """How the job ended, against its reference, and what to look at before trusting it."""
+    metrics = job.get("metrics") or {}
+    lines = []
+    if job["status"] == "succeeded" and metrics.get("name"):
+        line = f"{metrics['name']} {metrics['value']:.4g}"
+        if metrics.get("reference") is not None:
+            verdict = "within" if metrics.get("within_tolerance") else "OUTSIDE"
+            line += (
+                f" against {metrics['reference']:.4g} for the reference ({metrics['reference_kind']}): "
+                f"{metrics['ratio']:.3g}x, {verdict} the quality tolerance"
+            )
+        if metrics.get("sparsity") is not None:
+            line += f"; sparsity {metrics['sparsity']:.1%}"
+        lines.append(line)
+    for warning in job.get("warnings") or []:
+        lines.append(f"warning {warning['code']}: {warning['message']}")
+    return lines
 
 
 def wait_and_report(sparseq: Client, job_id: str, timeout: float | None) -> int:
-    job = sparseq.wait(job_id, timeout=timeout, on_update=progress_line)
+    display = ProgressDisplay(job_id)
+    try:
+        job = sparseq.wait(job_id, timeout=timeout, on_update=display.update)
+    finally:
+        display.close()
     show(job)
+    for line in verdict_lines(job):
+        print(line, file=sys.stderr)
     if job["status"] != "succeeded":
         error = job.get("error") or {}
         detail = f": {error.get('code')}: {error.get('message')}" if error else ""

@@ -18,6 +18,7 @@ and never replace an existing file unless asked to.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -263,14 +264,14 @@ class Client:
     ) -> Object:
         """Poll until the job is succeeded, failed or cancelled, and return it (it does not raise for a failed job).
 
-        ``on_update(job)`` is called whenever the status or the progress changed. Raises TimeoutError after ``timeout``
-        seconds; the job goes on running.
+        ``on_update(job)`` is called whenever the status, the progress or the live report (phase, step, loss...)
+        changed. Raises TimeoutError after ``timeout`` seconds; the job goes on running.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         seen = None
         while True:
             job = self.get_job(job_id)
-            state = (job["status"], job["progress"])
+            state = (job["status"], job["progress"], json.dumps(job.get("live"), sort_keys=True))
             if on_update is not None and state != seen:
                 on_update(job)
             seen = state

@@ -56,7 +56,12 @@ def test_upload_submit_wait_and_download(server, lm_text, tmp_path):
     assert created.returncode == 0, created.stderr
     job = json.loads(created.stdout)
     assert job["status"] == "succeeded" and job["progress"] == 1.0
-    assert f"{job['id']}: succeeded 100%" in created.stderr  # progress lines go to stderr
+    lines = created.stderr.splitlines()  # progress goes to stderr: not a terminal here, so a line per change
+    assert f"{job['id']}: 100% succeeded" in lines
+    progress = [line for line in lines if line.startswith(f"{job['id']}: ")]
+    assert all(a != b for a, b in zip(progress, progress[1:], strict=False))  # never the same line twice in a row
+    metrics = job["metrics"]
+    assert f"against {metrics['reference']:.4g} for the reference (dense_full)" in lines[-1]  # ends with the verdict
 
     downloaded = run("jobs", "download", job["id"], "--dir", str(tmp_path / "out"), server=server)
     assert downloaded.returncode == 0, downloaded.stderr

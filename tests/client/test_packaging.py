@@ -21,7 +21,7 @@ def test_importing_the_client_loads_nothing_of_ours_and_no_torch():
     assert HEAVY.isdisjoint(loaded), HEAVY.intersection(loaded)
 
 
-def test_the_client_builds_a_wheel_that_needs_only_httpx(tmp_path):
+def test_the_client_builds_a_wheel_that_needs_only_httpx_and_tqdm(tmp_path):
     source = shutil.copytree(CLIENT, tmp_path / "client", ignore=shutil.ignore_patterns("__pycache__", "build"))
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
     subprocess.run([*command, "--wheel-dir", str(tmp_path / "dist"), str(source)], check=True, timeout=120)
@@ -33,5 +33,5 @@ def test_the_client_builds_a_wheel_that_needs_only_httpx(tmp_path):
     modules = sorted(n for n in names if not n.split("/")[0].endswith(".dist-info"))
     assert modules == ["client/__init__.py", "client/cli.py", "client/sdk.py"]
     requires = metadata.get_all("Requires-Dist")
-    assert [r for r in requires if "extra ==" not in r] == ["httpx>=0.27"]
+    assert [r for r in requires if "extra ==" not in r] == ["httpx>=0.27", "tqdm>=4.66"]
     assert "sparseq = client.cli:main" in entry_points
