@@ -4,6 +4,7 @@ environment."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -59,7 +60,7 @@ def test_upload_submit_wait_and_download(server, lm_text, tmp_path):
     lines = created.stderr.splitlines()  # progress goes to stderr: not a terminal here, so a line per change
     assert f"{job['id']}: 100% succeeded" in lines
     progress = [line for line in lines if line.startswith(f"{job['id']}: ")]
-    assert all(a != b for a, b in zip(progress, progress[1:], strict=False))  # never the same line twice in a row
+    assert all(a != b for a, b in itertools.pairwise(progress))  # never the same line twice in a row
     metrics = job["metrics"]
     assert f"against {metrics['reference']:.4g} for the reference (dense_full)" in lines[-1]  # ends with the verdict
 
