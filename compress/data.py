@@ -10,8 +10,11 @@ Formats:
   Blank lines are skipped.
 - ``tagging_conll``: UTF-8, one ``token<TAB>tag`` pair a line, a blank line between sentences (CoNLL style).
 - ``trajectories``: a NumPy ``.npz`` archive (read with ``allow_pickle=False``) with float arrays
-  ``velocity`` (n, T, 2) in m/s, ``position`` (n, T, 2) in metres and ``start`` (n, 2) in metres, all finite, positions
-  inside the box [-1.1, 1.1]^2 (the 2.2 m box centred on the origin).
+  ``velocity`` (n, T, 2): the displacement of each step in metres (speed x dt, dt = 0.02 s - what
+  ``python -m compress.tasks.navigation`` writes), ``position`` (n, T, 2): the position after each step in metres, and
+  ``start`` (n, 2) in metres; all finite, positions inside the box [-1.1, 1.1]^2 (the 2.2 m box centred on the
+  origin), and the steps must add up: ``position[:, t] - position[:, t - 1] == velocity[:, t]`` (``start`` before the
+  first step). A file whose velocity is in m/s (50 times the steps) is refused with that reason.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 MAX_LINE_BYTES = 1 << 20  # a "sentence" longer than 1 MiB is almost surely not text
 BOX_HALF_WIDTH = 1.1
+DT = 0.02  # seconds per navigation step
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,34 @@ def validate_trajectories(path: str | Path) -> Validation:
         for key, array in (("position", position), ("start", start)):
             if np.abs(array).max(initial=0) > BOX_HALF_WIDTH + 1e-6:
                 return Validation(False, key=key, reason=f"leaves the box [-{BOX_HALF_WIDTH}, {BOX_HALF_WIDTH}]^2 m")
+        problem = _velocity_problem(velocity, position, start)
+        if problem:
+            return Validation(False, key="velocity", reason=problem)
         return Validation(True, stats={"trajectories": int(velocity.shape[0]), "steps": int(velocity.shape[1])})
+
+
+def _velocity_problem(velocity, position, start) -> str | None:
+    """None when the velocities are the steps between the positions (the model integrates them: velocity *is* the
+    displacement per step); else why not, with the conversion when the unit is m/s."""
+    import numpy as np
+
+    steps = np.diff(np.concatenate([start[:, None, :], position], axis=1), axis=1)
+    scale = float(np.median(np.abs(steps))) + 1e-12
+
+    def mismatch(candidate) -> float:  # the walls clamp a few steps: the median tells the unit
+        return float(np.median(np.abs(steps - candidate))) / scale
+
+    if mismatch(velocity) <= 0.05:
+        return None
+    if mismatch(velocity * DT) <= 0.05:
+        return (
+            f"looks like metres per second (about {1 / DT:g} times the steps between the positions): the file holds "
+            f"the displacement of each step in metres; multiply velocity by dt = {DT} s"
+        )
+    return (
+        "does not match the positions: velocity[:, t] must be position[:, t] - position[:, t - 1] (start before the "
+        "first step), in metres"
+    )
 
 
 VALIDATORS = {

@@ -193,3 +193,32 @@ class NavigationTask:
 
     def position_error_cm(self, logits: Tensor, position: Tensor) -> Tensor:
         return 100.0 * (self.place_cells.decode(logits) - position).norm(dim=-1).mean()
+
+
+def write_trajectories(path, count: int, steps: int = 50, *, seed: int = 0, config: NavigationConfig | None = None):
+    """Simulated walks as a ``trajectories`` file (compress.data): velocity = displacement per step in metres."""
+    import numpy as np
+
+    config = config or NavigationConfig()
+    config = NavigationConfig(**{**config.__dict__, "sequence_length": steps})
+    walks = simulate_trajectories(config, count, generator=torch.Generator().manual_seed(seed))
+    np.savez(path, velocity=walks.velocity.numpy(), position=walks.position.numpy(), start=walks.start.numpy())
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m compress.tasks.navigation --out walks.npz --count 2000: trajectories to upload."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", required=True, help="the .npz file to write")
+    parser.add_argument("--count", type=int, default=1000, help="trajectories (the last 10%% are held out)")
+    parser.add_argument("--steps", type=int, default=50, help="steps per trajectory (dt = 0.02 s)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    write_trajectories(args.out, args.count, args.steps, seed=args.seed)
+    print(f"{args.out}: {args.count} trajectories of {args.steps} steps")
+
+
+if __name__ == "__main__":
+    main()

@@ -75,12 +75,11 @@ def test_broken_conll_names_the_first_bad_line(tmp_path, content, line, reason):
 
 
 def _trajectories(n=4, steps=10, **replace):
+    """Walks whose velocity is the displacement of each step (metres), as the format asks."""
     rng = np.random.default_rng(0)
-    arrays = {
-        "velocity": rng.normal(0, 0.1, (n, steps, 2)),
-        "position": rng.uniform(-1, 1, (n, steps, 2)),
-        "start": rng.uniform(-1, 1, (n, 2)),
-    }
+    start = rng.uniform(-0.5, 0.5, (n, 2))
+    velocity = rng.normal(0, 0.02, (n, steps, 2))
+    arrays = {"velocity": velocity, "position": start[:, None, :] + np.cumsum(velocity, axis=1), "start": start}
     arrays.update(replace)
     return arrays
 
@@ -107,6 +106,29 @@ def test_broken_trajectories_name_the_array(tmp_path, replace, key, reason):
     np.savez(path, **_trajectories(**replace))
     result = validate("trajectories", path)
     assert not result.ok and result.key == key and reason in result.reason
+
+
+def test_velocity_in_metres_per_second_is_refused_with_the_conversion(tmp_path):
+    path = tmp_path / "walks.npz"
+    arrays = _trajectories()
+    np.savez(path, **(arrays | {"velocity": arrays["velocity"] / 0.02}))  # the same walks, velocity in m/s
+    result = validate("trajectories", path)
+    assert not result.ok and result.key == "velocity"
+    assert "metres per second" in result.reason and "multiply velocity by dt = 0.02" in result.reason
+    np.savez(path, **(arrays | {"velocity": arrays["velocity"][:, ::-1]}))  # steps that do not add up
+    assert "does not match the positions" in validate("trajectories", path).reason
+
+
+def test_the_generator_writes_files_the_validator_accepts(tmp_path):
+    from compress.tasks.navigation import main
+
+    main(["--out", str(tmp_path / "walks.npz"), "--count", "6", "--steps", "12", "--seed", "3"])
+    result = validate("trajectories", tmp_path / "walks.npz")
+    assert result.ok and result.stats == {"trajectories": 6, "steps": 12}
+    with np.load(tmp_path / "walks.npz") as archive:
+        speed = np.linalg.norm(archive["velocity"], axis=-1).mean() / 0.02  # m/s, if velocity is metres a step
+    # Rayleigh speeds of scale 0.13 * 2 pi m/s have mean scale * sqrt(pi / 2) = 1.02 m/s (walls slow a few steps).
+    assert 0.6 < speed < 1.1
 
 
 def test_trajectories_never_unpickle(tmp_path):

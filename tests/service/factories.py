@@ -62,8 +62,8 @@ def chunked(body: bytes, size: int = 8192):
 def trajectories_npz(*, trajectories: int = 3, steps: int = 6, escape: bool = False) -> bytes:
     rng = np.random.default_rng(0)
     start = rng.uniform(-0.5, 0.5, size=(trajectories, 2))
-    velocity = rng.normal(0, 0.05, size=(trajectories, steps, 2))
-    position = start[:, None, :] + np.cumsum(velocity * 0.02, axis=1)
+    velocity = rng.normal(0, 0.001, size=(trajectories, steps, 2))  # metres a step
+    position = start[:, None, :] + np.cumsum(velocity, axis=1)
     if escape:
         position[1, 3, 0] = 1.5  # outside the 2.2 m box
     buffer = io.BytesIO()
