@@ -14,9 +14,12 @@ from compress.predefined import SparseLSTM
 from compress.pruning import (
     Pruner,
     PruningSchedule,
+    allocate_masks,
+    erk_densities,
     global_magnitude_masks,
     lottery_retrain,
     magnitude_masks,
+    prunable_names,
     tensor_magnitude_mask,
 )
 
@@ -221,3 +224,79 @@ def test_bad_arguments_are_named() -> None:
         Pruner(nn.Linear(2, 2), ["nope"])
     with pytest.raises(ValueError, match="end"):
         PruningSchedule(0.9, "linear", start=5, end=2)
+
+
+# -- allocation and floors (METHODS.md section 3) ---------------------------------------------------------------------
+
+
+def test_erk_densities_by_hand() -> None:
+    # Raw ERK scores (n_in + n_out) / (n_in * n_out): a 10x10 matrix 0.2, a 100x10 one 0.11, a 100x100 one 0.02.
+    # Density 0.1 of the 11,100 entries is 1,110 kept: eps * (0.2 * 100 + 0.11 * 1000 + 0.02 * 10000) = 1110
+    # gives eps = 1110 / 330 = 3.364, so densities 0.673, 0.370, 0.0673.
+    shapes = {"small": (10, 10), "tall": (100, 10), "big": (100, 100)}
+    densities = erk_densities(shapes, 0.1)
+    eps = 1110 / 330
+    assert densities == pytest.approx({"small": 0.2 * eps, "tall": 0.11 * eps, "big": 0.02 * eps})
+    # At density 0.5 the small matrix would need 0.2 * eps > 1 (eps = 5550 / 330): it is kept dense; solving again,
+    # eps' * (0.11 * 1000 + 0.02 * 10000) = 5550 - 100 gives eps' = 17.58 and the tall one 1.93 > 1: dense too;
+    # the big one then keeps all that is left, 5550 - 1100 = 4450 of its 10,000.
+    densities = erk_densities(shapes, 0.5)
+    assert densities == pytest.approx({"small": 1.0, "tall": 1.0, "big": 0.445})
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=4),
+    sparsity=st.floats(0.0, 0.99),
+    allocation=st.sampled_from(["global", "uniform", "erk"]),
+    seed=st.integers(0, 1000),
+)
+def test_floors_hold_for_any_shapes_and_the_target_is_met_where_they_allow(shapes, sparsity, allocation, seed):
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {f"w{i}": torch.randn(*shape, generator=generator) for i, shape in enumerate(shapes)}
+    masks = allocate_masks(tensors, sparsity, allocation=allocation, floors=True).masks
+    for name, mask in masks.items():
+        assert mask.any(dim=1).all() and mask.any(dim=0).all(), name  # every row and every column keeps a weight
+    total = sum(t.numel() for t in tensors.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    floor = sum(min(t.numel(), t.size(0) + t.size(1)) for t in tensors.values())  # at most a row's + a column's
+    target = total - round(sparsity * total)
+    # Never fewer than asked (up to one per tensor of rounding), never more than asked plus the floors.
+    assert target - len(tensors) <= kept <= target + floor
+
+
+def test_floors_keep_the_largest_weight_of_each_row_and_column() -> None:
+    weight = torch.tensor([[0.1, 5.0, 0.2], [0.3, 4.0, 0.05], [0.01, 3.0, 0.02]])
+    mask = allocate_masks({"w": weight}, 0.99, allocation="uniform", floors=True).masks["w"]
+    # Rows keep their largest (column 1 each); column 0 keeps 0.3 (row 1), column 2 keeps 0.2 (row 0).
+    expected = torch.tensor([[False, True, True], [True, True, False], [False, True, False]])
+    assert torch.equal(mask, expected)
+    allocated = allocate_masks({"w": weight}, 0.99, allocation="uniform", floors=True)
+    assert allocated.at_floor == {"w"}  # 99% would keep 0 of 9: the floor kept 5
+
+
+def test_min_density_and_targets() -> None:
+    model = nn.Sequential(nn.Embedding(30, 4), nn.LSTM(4, 6))
+    assert prunable_names(model, "recurrent") == ["1.weight_hh_l0"]
+    assert prunable_names(model, "recurrent_and_input") == ["1.weight_ih_l0", "1.weight_hh_l0"]
+    assert prunable_names(model, "all") == ["0.weight", "1.weight_ih_l0", "1.weight_hh_l0"]
+    tensors = {"a": torch.randn(10, 10), "b": torch.randn(10, 10) * 100}  # global ranking would strip a
+    masks = allocate_masks(tensors, 0.9, allocation="global", floors=False, min_density=0.05).masks
+    assert int(masks["a"].sum()) == 5  # ceil(0.05 * 100): all a keeps, b's weights being larger
+    assert int(masks["a"].sum()) + int(masks["b"].sum()) == 20  # 10% of the 200 entries
+
+
+def test_the_paper_preset_can_prune_a_tensor_away_and_the_default_cannot() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 64), nn.Linear(64, 64))
+    with torch.no_grad():
+        model[0].weight.mul_(0.001)  # a small input matrix, like the navigation model's velocity input
+    paper = Pruner(model, allocation="global", floors=False)
+    paper.prune(0.95)
+    assert int(model[0].weight.count_nonzero()) == 0
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 64), nn.Linear(64, 64))
+    with torch.no_grad():
+        model[0].weight.mul_(0.001)
+    Pruner(model, allocation="global", floors=True).prune(0.95)
+    assert bool((model[0].weight != 0).any(dim=1).all())  # every unit still reads an input
