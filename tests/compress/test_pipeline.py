@@ -112,10 +112,15 @@ def test_every_task_and_method(task, method, data, tmp_path):
     assert torch.equal(expected, got)
     report = json.loads((tmp_path / "report.json").read_text())
     if method.endswith("pruning"):
-        # ERK allocation to 80% over every weight matrix (the floors may keep a little more), measured on the
-        # reloaded weights; no matrix is pruned away.
+        # Uniform allocation (the default) to 80% of every weight matrix; a tensor keeps more only where its floor
+        # (one weight per row and per column) needs it, and then the job says the target was not reached.
         assert report["pruning"]["sparsity"] == pytest.approx(prunable_sparsity(loaded), abs=1e-6)
-        assert 0.8 - 5e-3 <= prunable_sparsity(loaded) <= 0.8 + 0.05  # per-tensor rounding either way
+        for name, weight in loaded.named_parameters():
+            if weight.dim() >= 2:
+                floor = weight.size(0) + weight.size(1)
+                assert int(weight.count_nonzero()) <= max(round(0.2 * weight.numel()) + 1, floor), name
+        reached = prunable_sparsity(loaded) >= 0.8 - 5e-3
+        assert reached or any(w["code"] == "sparsity_not_reached" for w in result.warnings)
         assert all(w.count_nonzero() > 0 for w in loaded.parameters() if w.dim() >= 2)
         for name, weight in loaded.named_parameters():  # the manifest's record agrees with the weights themselves
             if weight.dim() >= 2:

@@ -108,7 +108,7 @@ def test_a_tensor_pruned_away_is_a_warning_on_the_job(world):
     dead = sorted(n for n, p in model.named_parameters() if p.dim() >= 2 and p.count_nonzero() == 0)
     assert dead  # the premise: this recipe does kill a tensor
     assert sorted(w["tensor"] for w in job.warnings if w["code"] == "tensor_pruned_away") == dead
-    # The defaults (ERK with floors) keep every tensor alive at the same sparsity.
+    # The defaults (uniform with floors) keep every tensor alive at the same sparsity.
     job_id = add_job(sessions, recipe=RECIPE | {"method": RECIPE["method"] | {"target_sparsity": 0.98}})
     assert tasks.run_job(job_id) == "succeeded"
     assert not [w for w in job_row(sessions, job_id).warnings if w["code"] == "tensor_pruned_away"]
