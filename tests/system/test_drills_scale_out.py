@@ -1,8 +1,8 @@
 """Fault drills in the compose / scale-out shape: the API alone under uvicorn (as the compose file runs it), a
 ``sparseqd worker`` and a Redis without persistence, each its own process. Every committed job must run, once.
 
-- The API is SIGKILLed three times during a burst of idempotent submissions from three retrying clients; before one
-  of the kills the broker is stopped (SIGSTOP) so that the requests in flight have committed their job and hang in
+- The API is SIGKILLed twice during a burst of 96 idempotent submissions from three retrying clients; before the
+  second kill the broker is stopped (SIGSTOP) so that the requests in flight have committed their job and hang in
   its publish: they die with their job committed and never published, the case issue 12 found.
 - The broker is restarted (no persistence) with one job running and six waiting: their messages are gone.
 
@@ -47,7 +47,9 @@ TINY = {  # about half a second of worker time
     "training": {"epochs": 1, "batch_size": 4},
 }
 INTERVALS = {"SPARSEQ_RECONCILE_AFTER_S": "2", "SPARSEQ_STALE_AFTER_S": "3"}
-CLIENTS, SUBMISSIONS_EACH = 3, 20
+# Each client submits each of its keys twice (the second time as a replay that must return the same job): 3 x 16 x 2
+# = 96 submissions, 48 jobs, plus the retries of the requests the kills cut off.
+CLIENTS, KEYS_EACH, SENDS_PER_KEY = 3, 16, 2
 REPUBLISHED = "published again"  # what the reconciler (worker log) and a replay (API log) say when they publish
 
 
@@ -140,44 +142,52 @@ def report(capsys, line: str) -> None:
 
 
 class RetryingClient(threading.Thread):
-    """Submits its jobs one after another, each with its own Idempotency-Key, retrying a lost connection or a 5xx
-    with the same key until it gets the job (what client.Client.create_job does)."""
+    """Submits its jobs one after another, each with its own Idempotency-Key and each key ``SENDS_PER_KEY`` times,
+    retrying a lost connection or a 5xx with the same key until it gets the job (what client.Client.create_job does).
+    Every answer for a key must name the same job."""
 
     def __init__(self, url: str, key: str, name: str, count: int) -> None:
         super().__init__(daemon=True)
         self.url, self.key, self.keys = url, key, [f"{name}-{n}-{uuid.uuid4().hex[:6]}" for n in range(count)]
         self.jobs: dict[str, str] = {}  # Idempotency-Key -> job id
-        self.retries = 0
+        self.answers: dict[str, set[str]] = {}  # Idempotency-Key -> every job id an answer named
+        self.sent = self.retries = 0
 
     def run(self) -> None:
         headers = {"Authorization": f"Bearer {self.key}"}
         with httpx.Client(base_url=self.url, headers=headers, timeout=20) as http:
             for key in self.keys:
-                while True:
-                    try:
-                        response = http.post("/v1/jobs", json={"recipe": TINY}, headers={"Idempotency-Key": key})
-                        if response.status_code in (200, 201):
-                            self.jobs[key] = response.json()["id"]
-                            break
-                        assert response.status_code >= 500, response.text
-                    except httpx.TransportError:
-                        pass
-                    self.retries += 1
-                    time.sleep(0.1)
+                for _ in range(SENDS_PER_KEY):
+                    self._submit(http, key)
+                    self.sent += 1
+
+    def _submit(self, http: httpx.Client, key: str) -> None:
+        while True:
+            try:
+                response = http.post("/v1/jobs", json={"recipe": TINY}, headers={"Idempotency-Key": key})
+                if response.status_code in (200, 201):
+                    self.answers.setdefault(key, set()).add(response.json()["id"])
+                    self.jobs[key] = response.json()["id"]
+                    return
+                assert response.status_code >= 500, response.text
+            except httpx.TransportError:
+                pass
+            self.retries += 1
+            time.sleep(0.1)
 
 
 def test_the_api_killed_during_a_burst_of_idempotent_submissions_loses_and_duplicates_nothing(stack, capsys):
-    clients = [RetryingClient(stack.url, stack.key, f"client{c}", SUBMISSIONS_EACH) for c in range(CLIENTS)]
-    total = CLIENTS * SUBMISSIONS_EACH
+    clients = [RetryingClient(stack.url, stack.key, f"client{c}", KEYS_EACH) for c in range(CLIENTS)]
+    total = CLIENTS * KEYS_EACH * SENDS_PER_KEY
     started = time.monotonic()
     for client in clients:
         client.start()
 
     def submitted() -> int:
-        return sum(len(c.jobs) for c in clients)
+        return sum(c.sent for c in clients)
 
     kills = 0
-    for threshold, stall_broker in [(total // 5, False), (total // 2, True), (4 * total // 5, False)]:
+    for threshold, stall_broker in [(total // 3, False), (2 * total // 3, True)]:
         while submitted() < threshold:
             assert any(c.is_alive() for c in clients)
             time.sleep(0.02)
@@ -203,11 +213,13 @@ def test_the_api_killed_during_a_burst_of_idempotent_submissions_loses_and_dupli
     republished = stack.logs().count(REPUBLISHED)
     report(
         capsys,
-        f"drill api-kill: jobs={len(keys)} faults={kills} SIGKILLs of the API (1 with the broker stalled) "
-        f"client_retries={sum(c.retries for c in clients)} republished={republished} lost={lost} "
-        f"duplicated={duplicated} ({time.monotonic() - started:.0f} s)",
+        f"drill api-kill: submissions={sum(c.sent for c in clients)} jobs={len(keys)} faults={kills} SIGKILLs of the "
+        f"API (1 with the broker stalled) client_retries={sum(c.retries for c in clients)} republished={republished} "
+        f"lost={lost} duplicated={duplicated} ({time.monotonic() - started:.0f} s)",
     )
-    assert len(keys) == len(set(keys.values())) == total  # one job per key, each client got its own
+    assert sum(c.sent for c in clients) == total
+    assert len(keys) == len(set(keys.values())) == CLIENTS * KEYS_EACH  # one job per key, each client got its own
+    assert all(len(c.answers[key]) == 1 for c in clients for key in c.keys)  # a replay names the same job
     assert {j["id"] for j in everything} == set(keys.values())
     assert lost == 0, {i: (j["status"], j["error"]) for i, j in jobs.items() if j["status"] != "succeeded"}
     assert duplicated == 0
