@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from functools import lru_cache
 
 from celery import Celery
@@ -16,6 +17,7 @@ QUEUE = "jobs"
 # kombu's Redis transport keeps one list per priority step (the default steps 0, 3, 6, 9); priority 0 is the plain name.
 PRIORITY_SEPARATOR = "\x06\x16"
 QUEUE_LISTS = (QUEUE, *(f"{QUEUE}{PRIORITY_SEPARATOR}{step}" for step in (3, 6, 9)))
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport: messages taken, not yet acknowledged
 
 log = logging.getLogger("sparseq.queue")
 
@@ -32,10 +34,11 @@ def producer(broker_url: str) -> Celery:
     return app
 
 
-def job_id_of(raw: bytes) -> str | None:
-    """The job id a raw kombu message on a Redis list carries (None for anything that is not our task)."""
+def job_id_of(raw: bytes | dict) -> str | None:
+    """The job id a kombu message carries (raw from a Redis list, or its decoded envelope); None for anything that is
+    not our task."""
     try:
-        envelope = json.loads(raw)
+        envelope = json.loads(raw) if isinstance(raw, bytes | str) else raw
         if envelope.get("headers", {}).get("task") != TASK_NAME:
             return None
         body = envelope["body"]
@@ -43,23 +46,36 @@ def job_id_of(raw: bytes) -> str | None:
             body = base64.b64decode(body)
         args = json.loads(body)[0]
         return args[0] if args and isinstance(args[0], str) else None
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
 
 
 def waiting_job_ids(client) -> set[str]:
-    """Job ids with a message waiting on the broker's queue lists (``client``: a redis client of the broker).
-
-    A message a worker has taken (in kombu's ``unacked`` hash) is not counted: for a queued job that is a delivery
-    whose worker died before its claim, and for a running job one whose worker died during it; either way the job
-    needs a new message (the claim's compare-and-set drops the extra one if that worker was alive after all).
-    """
+    """Job ids with a message waiting on the broker's queue lists (``client``: a redis client of the broker)."""
     held: set[str] = set()
     for name in QUEUE_LISTS:
         for raw in client.lrange(name, 0, -1):
             job_id = job_id_of(raw)
             if job_id is not None:
                 held.add(job_id)
+    return held
+
+
+def recently_taken_job_ids(client, within_s: float) -> set[str]:
+    """Job ids whose message a worker took off the queue less than ``within_s`` seconds ago: kombu keeps a taken
+    message in its ``unacked`` hash, scored in ``unacked_index`` by the time it was taken, until it is acknowledged.
+    That worker is about to claim the job (or runs it). A message taken longer ago by a worker that then died before
+    claiming is not counted: its job needs a new one (the claim's compare-and-set drops it if that worker was alive
+    after all)."""
+    tags = client.zrangebyscore(UNACKED_INDEX, time.time() - within_s, "+inf")
+    held: set[str] = set()
+    for raw in client.hmget(UNACKED, tags) if tags else []:
+        try:
+            job_id = job_id_of(json.loads(raw)[0]) if raw is not None else None
+        except (ValueError, IndexError, TypeError):
+            job_id = None
+        if job_id is not None:
+            held.add(job_id)
     return held
 
 

@@ -3,9 +3,10 @@
 Every worker runs one in a thread (started when the worker is ready), in every deployment shape: the embedded
 ``sparseqd serve``, compose and scale-out. A round, every ``min(reconcile_after_s, stale_after_s) / 2`` seconds:
 
-- a ``queued`` job committed more than ``reconcile_after_s`` ago with no message waiting in the broker is published
-  again: its request died between the commit and the publish, or the broker lost the message (a restart without
-  persistence), or the worker that took the message died before claiming it;
+- a ``queued`` job committed more than ``reconcile_after_s`` ago with no message waiting in the broker (nor one a
+  worker took less than ``reconcile_after_s`` ago) is published again: its request died between the commit and the
+  publish, or the broker lost the message (a restart without persistence), or the worker that took the message died
+  before claiming it;
 - a ``running`` job whose heartbeat is older than ``stale_after_s`` is published again unless a message for it is
   waiting: its worker died. (With acks-late delivery Redis would give the dead worker's message back only after the
   visibility timeout, longer than the longest job: a day by default.)
@@ -29,11 +30,12 @@ from sqlalchemy import or_, select, update
 
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.models import Job, JobEvent, utcnow
-from service.queue import QUEUE, TASK_NAME, waiting_job_ids
+from service.queue import QUEUE, TASK_NAME, recently_taken_job_ids, waiting_job_ids
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("sparseq.reaper")
 LOCK_KEY = "sparseq:reconciler"
+ORPHAN_CANCELLED = "job cancelled (its worker stopped before finishing the cancel)"
 
 
 @dataclass
@@ -83,8 +85,7 @@ def cancel_orphans(sessions, stale_after_s: float) -> list[str]:
                 .execution_options(synchronize_session=False)
             ).rowcount
             if changed:
-                message = "job cancelled (its worker stopped before finishing the cancel)"
-                session.add(JobEvent(job_id=job_id, level="info", type="message", message=message))
+                session.add(JobEvent(job_id=job_id, level="info", type="message", message=ORPHAN_CANCELLED))
                 done.append(job_id)
     return done
 
@@ -98,7 +99,8 @@ def reconcile_once(broker, publish, sessions, *, reconcile_after_s: float, stale
     if not queued and not running:
         return result
     # The broker first, then the database again: a job taken and claimed between the two reads is not published twice.
-    waiting = waiting_job_ids(broker)
+    # A message a worker took moments ago counts as held: that worker is claiming the job.
+    waiting = waiting_job_ids(broker) | recently_taken_job_ids(broker, reconcile_after_s)
     for job_id in _still(sessions, [j for j in queued if j not in waiting], "queued"):
         log.warning("job %s: queued, and the broker holds no message for it: published again", job_id)
         publish(job_id)

@@ -26,6 +26,7 @@ from service.queue import TASK_NAME
 from service.settings import get_settings
 from service.storage import BlobStore
 from workers.celery_app import app
+from workers.reaper import ORPHAN_CANCELLED
 
 log = logging.getLogger("sparseq.worker")
 HEARTBEAT_S = 5.0
@@ -64,7 +65,11 @@ def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> s
                 .values(status="cancelled", finished_at=utcnow())
                 .execution_options(synchronize_session="fetch")
             ).rowcount
-            return "cancelled" if cancelled else "busy"
+            if not cancelled:
+                return "busy"
+            message = ORPHAN_CANCELLED if job.heartbeat_at is not None else "job cancelled before it started"
+            session.add(JobEvent(job_id=job_id, level="info", type="message", message=message))
+            return "cancelled"
         claimed = session.execute(
             update(Job)
             .where(Job.id == job_id)

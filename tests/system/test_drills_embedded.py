@@ -1,7 +1,7 @@
-"""Fault drills on ``sparseqd serve`` (the embedded mode): its worker SIGKILLed while a job is ``cancelling``, its
-worker killed twice in a row (restarted with back-off, visible in the log and in /readyz), and a ``sparseqd worker
---data-dir D`` joining its broker. Short intervals (SPARSEQ_STALE_AFTER_S=3, SPARSEQ_RECONCILE_AFTER_S=2) keep each
-drill to seconds. Each prints its counts."""
+"""Fault drills on ``sparseqd serve`` (the embedded mode): its worker SIGKILLed while a job is ``cancelling``, and
+its worker killed twice in a row (restarted with back-off, visible in the log and in /readyz) while a ``sparseqd
+worker --data-dir D`` that joined its broker runs the job submitted meanwhile. Short intervals
+(SPARSEQ_STALE_AFTER_S=3, SPARSEQ_RECONCILE_AFTER_S=2) keep each drill to seconds. Each prints its counts."""
 
 from __future__ import annotations
 
@@ -93,62 +93,55 @@ def test_a_worker_killed_while_its_job_is_cancelling_leaves_the_job_cancelled(se
     assert any("its worker stopped before finishing the cancel" in m for m in messages), messages
 
 
-def test_a_dead_embedded_worker_is_restarted_with_back_off_and_jobs_still_run(server, capsys):
+def started(worker: Process, timeout: float = 60) -> str:
+    """The worker's log once its Celery banner says it is ready."""
+    deadline = time.monotonic() + timeout
+    while "ready." not in (log := worker.log_path.read_text(errors="replace")):
+        assert time.monotonic() < deadline and worker.popen.poll() is None, worker.output()
+        time.sleep(0.2)
+    return log
+
+
+def test_a_dead_embedded_worker_is_restarted_with_back_off_and_a_worker_on_its_data_dir_joins(server, tmp_path, capsys):
     api = server.client()
-    first = running_worker(server)
-    restarts = first["restarts"]
-    kill(first["pid"])
-    job = api.submit(TINY)  # submitted while no worker runs: it waits in the broker
-    deadline = time.monotonic() + 5
-    while (restarting := readyz(server))["worker"]["state"] == "running":
-        assert time.monotonic() < deadline, restarting
-        time.sleep(0.05)
-    assert restarting["status"] == "ready"  # the API still takes jobs
-    assert restarting["worker"]["state"] == "restarting", restarting
-    assert restarting["worker"]["restarts"] == restarts + 1 and restarting["worker"]["last_exit_code"] == -9
-
-    second = running_worker(server)
-    assert second["pid"] != first["pid"]
-    kill(second["pid"])  # dies again at once: the next restart waits twice as long
-    third = running_worker(server)
-    done = api.wait(job["id"], timeout=60)
-
-    lines = RESTART_LINE.findall(log_of(server))
-    ours = [(int(pid), int(code), int(n), float(delay)) for pid, code, n, delay in lines][-2:]
-    report(
-        capsys,
-        f"drill embedded-worker-killed: jobs=1 faults=2 SIGKILLs of the worker, restarts={third['restarts']} "
-        f"delays={[delay for *_, delay in ours]} s, job {done['status']}, lost={int(done['status'] != 'succeeded')} "
-        f"duplicated={done['attempts'] - 1}",
-    )
-    assert ours[0][:3] == (first["pid"], -9, restarts + 1) and ours[1][:3] == (second["pid"], -9, restarts + 2)
-    assert ours[1][3] == 2 * ours[0][3]  # back-off
-    assert third["restarts"] == restarts + 2 and third["pid"] not in (first["pid"], second["pid"])
-    assert done["status"] == "succeeded" and done["attempts"] == 1
-
-
-def test_a_worker_started_on_the_same_data_dir_joins_the_embedded_broker(server, tmp_path):
-    api = server.client()
-    supervised = running_worker(server)
     env = process_env(server.data_dir, **INTERVALS)  # no broker URL: only the data dir
     assert "SPARSEQ_BROKER_URL" not in env
     joined = Process([*sparseqd(), "worker", "--data-dir", str(server.data_dir)], env, tmp_path / "w.log", tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "ready." not in joined.log_path.read_text(errors="replace"):
-            assert time.monotonic() < deadline and joined.popen.poll() is None, joined.output()
-            time.sleep(0.2)
-        # Only the joined worker can run the job. (The stopped worker's pending BRPOP may still take its message off
-        # the queue, never to run it: the joined worker's reconciler then finds the job queued with no message
-        # waiting and publishes it again.)
-        os.kill(supervised["pid"], signal.SIGSTOP)
-        try:
-            done = api.wait(api.submit(TINY)["id"], timeout=60)
-        finally:
-            os.kill(supervised["pid"], signal.SIGCONT)
-        assert done["status"] == "succeeded"
-        log = joined.log_path.read_text(errors="replace")
-        assert f"Connected to redis+socket://{(server.data_dir / 'redis.sock').resolve()}" in log
-        assert re.search(r"Task sparseq\.run_job\[[^]]+\] succeeded", log), log[-2000:]
+        socket = (server.data_dir / "redis.sock").resolve()
+        assert f"Connected to redis+socket://{socket}" in started(joined)
+        first = running_worker(server)
+        restarts = first["restarts"]
+        kill(first["pid"])
+        # Submitted while the supervised worker is dead: the joined worker is the only one to take it.
+        job = api.submit(TINY)
+        deadline = time.monotonic() + 5
+        while (restarting := readyz(server))["worker"]["state"] == "running":
+            assert time.monotonic() < deadline, restarting
+            time.sleep(0.05)
+        assert restarting["status"] == "ready"  # the API still takes jobs
+        assert restarting["worker"]["restarts"] == restarts + 1 and restarting["worker"]["last_exit_code"] == -9
+
+        second = running_worker(server)
+        assert second["pid"] != first["pid"]
+        kill(second["pid"])  # dies again at once: the next restart waits twice as long
+        by_joined = api.wait(job["id"], timeout=60)
+        assert re.search(r"Task sparseq\.run_job\[[^]]+\] succeeded", joined.log_path.read_text()), joined.output()
     finally:
         joined.close()
+    third = running_worker(server)
+    by_restarted = api.wait(api.submit(TINY)["id"], timeout=60)  # the joined worker is gone: the third one runs it
+
+    lines = RESTART_LINE.findall(log_of(server))
+    ours = [(int(pid), int(code), int(n), float(delay)) for pid, code, n, delay in lines][-2:]
+    jobs = [by_joined, by_restarted]
+    report(
+        capsys,
+        f"drill embedded-worker-killed: jobs={len(jobs)} faults=2 SIGKILLs of the worker, "
+        f"restarts={third['restarts'] - restarts} delays={[delay for *_, delay in ours]} s, "
+        f"lost={sum(j['status'] != 'succeeded' for j in jobs)} duplicated={sum(j['attempts'] - 1 for j in jobs)}",
+    )
+    assert ours[0][:3] == (first["pid"], -9, restarts + 1) and ours[1][:3] == (second["pid"], -9, restarts + 2)
+    assert ours[1][3] == 2 * ours[0][3]  # back-off
+    assert third["restarts"] == restarts + 2 and third["pid"] not in (first["pid"], second["pid"])
+    assert [(j["status"], j["attempts"]) for j in jobs] == [("succeeded", 1), ("succeeded", 1)]

