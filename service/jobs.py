@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Any
 
@@ -26,6 +27,8 @@ from service.schemas import (
     JobWarning,
     unix,
 )
+
+log = logging.getLogger("sparseq.jobs")
 
 # data role -> purpose each task accepts (required roles first)
 ROLES = {
@@ -242,3 +245,14 @@ def fail_unqueued(session: Session, job: Job, reason: str) -> None:
     job.status, job.finished_at = "failed", utcnow()
     job.error = {"code": "queue_unavailable", "message": reason}
     session.add(JobEvent(job_id=job.id, level="error", type="message", message=reason))
+
+
+def republish(queue, job_id: str) -> None:
+    """An idempotent replay of a queued job: publish it again unless the broker holds a message for it. Duplicates are
+    harmless (the worker's compare-and-set claim runs a job once); a broker that does not answer is left to the
+    workers' reconciler, which publishes every queued job the broker does not hold."""
+    try:
+        if queue.ensure_enqueued(job_id):
+            log.warning("job %s was queued without a message in the broker: published again", job_id)
+    except Exception as error:
+        log.warning("job %s: the broker did not answer a replay (%s); the reconciler will publish it", job_id, error)

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     stale_after_s: int = Field(
         120, gt=0, description="a running job whose worker sent no heartbeat for this long is taken over"
     )
+    reconcile_after_s: float = Field(
+        30,
+        gt=0,
+        description="a queued job with no message in the broker this long after it was committed is published again",
+    )
     visibility_timeout_s: int | None = Field(
         None, gt=0, description="Redis redelivers an unacknowledged job after this long (default: time limit + 1 h)"
     )
@@ -59,7 +64,14 @@ class Settings(BaseSettings):
 
     @property
     def resolved_broker_url(self) -> str:
-        return self.broker_url or f"redis+socket://{self.redis_socket}"
+        """The broker set, else the embedded one of ``sparseqd serve`` on this data dir: its socket in the data dir,
+        or the URL it wrote to ``broker-url`` there when the data dir's path is too long for a unix socket."""
+        if self.broker_url:
+            return self.broker_url
+        pointer = self.data_dir / "broker-url"
+        if pointer.is_file():
+            return pointer.read_text().strip()
+        return f"redis+socket://{self.redis_socket}"
 
 
 @lru_cache

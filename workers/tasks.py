@@ -27,6 +27,7 @@ from service.queue import TASK_NAME
 from service.settings import get_settings
 from service.storage import BlobStore
 from workers.celery_app import app
+from workers.reaper import ORPHAN_CANCELLED
 
 log = logging.getLogger("sparseq.worker")
 HEARTBEAT_S = 5.0
@@ -46,17 +47,30 @@ class _Context:
 
 
 def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> str:
-    """Compare-and-set queued (or a running job whose worker died) -> running. Returns what happened."""
+    """Compare-and-set queued (or a running job whose worker died) -> running. Returns what happened.
+
+    A ``cancelling`` job is cancelled here only when its worker is gone (no heartbeat, or a stale one): a live worker
+    finishes its own cancel between two steps, and a duplicate delivery must not end the job under it."""
     with session_scope(sessions) as session:
         job = session.get(Job, job_id)
         if job is None:
             return "missing"
         if job.status in ("succeeded", "failed", "cancelled"):
             return "finished"
-        if job.status == "cancelling":
-            job.status, job.finished_at = "cancelled", utcnow()
-            return "cancelled"
         stale = utcnow() - stale_after
+        if job.status == "cancelling":
+            orphaned = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
+            cancelled = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "cancelling", orphaned)
+                .values(status="cancelled", finished_at=utcnow())
+                .execution_options(synchronize_session="fetch")
+            ).rowcount
+            if not cancelled:
+                return "busy"
+            message = ORPHAN_CANCELLED if job.heartbeat_at is not None else "job cancelled before it started"
+            session.add(JobEvent(job_id=job_id, level="info", type="message", message=message))
+            return "cancelled"
         claimed = session.execute(
             update(Job)
             .where(Job.id == job_id)
@@ -86,15 +100,16 @@ def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> s
 
 class _Heartbeat:
     """Writes heartbeat_at every HEARTBEAT_S seconds from a thread, so a long evaluation or checkpoint write never
-    makes a live job look dead to the reaper."""
+    makes a live job look dead to the reaper. At least three beats fit in ``stale_after_s`` (set small in tests)."""
 
     def __init__(self, sessions, job_id: str) -> None:
         self.sessions, self.job_id = sessions, job_id
+        self.interval_s = min(HEARTBEAT_S, get_settings().stale_after_s / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{job_id}", daemon=True)
 
     def _loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(self.interval_s):
             try:
                 with session_scope(self.sessions) as session:
                     session.execute(
@@ -110,7 +125,7 @@ class _Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=HEARTBEAT_S + 5)
+        self._thread.join(timeout=self.interval_s + 5)
 
 
 class JobReporter:

@@ -31,6 +31,8 @@ def create_job(
     job, created = job_service.create_job(session, owner=key.owner, body=body, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
+        if job.status == "queued":  # the request that made it may have died between its commit and its publish
+            job_service.republish(queue, job.id)
         return job_service.render(job)
     session.commit()
     try:

@@ -15,6 +15,7 @@ from service.errors import responses
 from service.jobs import parse_recipe
 from service.models import JOB_STATUSES, Job
 from service.schemas import Estimate, EstimateRequest
+from service.supervisor import read_worker_status
 
 router = APIRouter(tags=["system"])
 
@@ -52,7 +53,8 @@ def healthz():
 
 @router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
 def readyz(request: Request):
-    """The database and the broker answer."""
+    """The database and the broker answer. Under ``sparseqd serve``, ``worker`` tells the embedded worker's state
+    (running, or restarting after it died), its pid and how often it was restarted."""
     checks = {"database": False, "broker": False}
     try:
         with request.app.state.sessions() as session:
@@ -62,9 +64,11 @@ def readyz(request: Request):
         pass
     checks["broker"] = bool(request.app.state.queue.ping())
     ready = all(checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks}, status_code=200 if ready else 503
-    )
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    worker = read_worker_status(request.app.state.settings.data_dir)
+    if worker is not None:  # jobs are accepted while the worker restarts: they wait in the queue
+        body["worker"] = {k: worker.get(k) for k in ("state", "pid", "restarts", "last_exit_code", "restart_in_s")}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -46,7 +46,10 @@ def test_serve_is_ready_and_guards_the_api(server, api):
     assert server.key.startswith("sk_")
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{server.url}/readyz").json()
-    assert ready == {"status": "ready", "checks": {"database": True, "broker": True}}
+    worker = {"state": "running", "pid": ready["worker"]["pid"], "restarts": 0, "last_exit_code": None}
+    worker["restart_in_s"] = None
+    assert ready == {"status": "ready", "checks": {"database": True, "broker": True}, "worker": worker}
+    assert ready["worker"]["pid"] in server.family()
     anonymous = httpx.get(f"{server.url}/v1/jobs")
     assert anonymous.status_code == 401
     assert anonymous.json()["error"]["code"] == "missing_api_key"

@@ -221,6 +221,17 @@ def test_a_cancel_requested_before_start_ends_cancelled(world):
     assert job_row(sessions, job_id).status == "cancelled"
 
 
+def test_a_duplicate_delivery_does_not_end_a_cancel_its_live_worker_is_finishing(world):
+    settings, sessions, _ = world
+    alive = add_job(sessions, status="cancelling", attempts=1, heartbeat_at=utcnow())
+    assert tasks.run_job(alive) == "busy"
+    assert job_row(sessions, alive).status == "cancelling"  # its worker ends it between two steps
+    dead = add_job(sessions, status="cancelling", heartbeat_at=utcnow() - timedelta(seconds=settings.stale_after_s + 5))
+    assert tasks.run_job(dead) == "cancelled"
+    assert job_row(sessions, dead).status == "cancelled"
+    assert "job cancelled (its worker stopped before finishing the cancel)" in events(sessions, dead)
+
+
 def test_cancel_during_training_stops_between_steps(world, monkeypatch):
     _, sessions, _ = world
     long_recipe = {**RECIPE, "task": {**RECIPE["task"], "steps_per_epoch": 5000}}
@@ -262,25 +273,6 @@ def test_a_failure_is_a_clear_message_not_a_trace(world):
     assert job.status == "failed"
     # The file is named; no trace and no server path reaches the user.
     assert job.error["message"] == f"file {file_id} (train) no longer exists"
-
-
-def test_the_reaper_re_enqueues_only_stale_running_jobs(world):
-    from workers.reaper import reap_once
-
-    settings, sessions, _ = world
-    stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
-    dead = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
-    add_job(sessions, status="running", attempts=1, heartbeat_at=utcnow())  # alive
-    add_job(sessions, status="queued")
-    add_job(sessions, status="succeeded", heartbeat_at=stale)
-    sent = []
-
-    class Recorder:
-        def send_task(self, name, args, queue):
-            sent.append((name, args, queue))
-
-    assert reap_once(Recorder(), sessions, settings.stale_after_s) == [dead]
-    assert sent == [("sparseq.run_job", [dead], "jobs")]
 
 
 def test_a_busy_delivery_is_retried_not_dropped(world, monkeypatch):
