@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import APIError
+from service.ui.policy import PagePolicyMiddleware
 from service.ui.routes import page, router
 from service.ui.session import COOKIE, ForeignOrigin, SignInRequired, to_sign_in
 
@@ -64,10 +65,12 @@ def create_dashboard(parent: FastAPI) -> FastAPI:
 
 
 def install(app: FastAPI) -> None:
-    """Mount the dashboard at /ui and send visitors of / to it."""
+    """Mount the dashboard at /ui, send visitors of / to it, and keep the pages for people (/docs, /redoc, /ui)
+    from loading anything from another host."""
 
     @app.get("/", include_in_schema=False)
     async def _home() -> RedirectResponse:
         return RedirectResponse("/ui/jobs", status_code=307)
 
     app.mount("/ui", create_dashboard(app), name="ui")
+    app.add_middleware(PagePolicyMiddleware)

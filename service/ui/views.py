@@ -13,7 +13,7 @@ from service.schemas import ArtifactObject, JobObject
 # Pictures the pipeline draws, with what they show; any other .png artifact is shown under its file name.
 PLOT_CAPTIONS = {
     "curves.png": "Training curves",
-    "recurrent_weights.png": "Recurrent weights W_hh (black = kept)",
+    "recurrent_weights.png": "Recurrent weights |W_hh| of each layer (black = zero)",
     "moduli_neurons.png": "Hidden neurons on the moduli space",
 }
 REPORT_MAX_BYTES = 8 * 1024 * 1024  # a report is a few kB per tensor; anything larger is offered as a download only
