@@ -48,6 +48,7 @@ training: {epochs: 1, batch_size: 16, bptt: 20, lr: 0.003}
 
 
 def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("key", getattr(request.state, "ui_key", None))  # error pages keep the signed-in navigation
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 

@@ -38,6 +38,7 @@ async def signed_in(request: Request) -> ApiKey:
     key = await check_key(request, plain) if plain else None
     if key is None:
         raise SignInRequired
+    request.state.ui_key = key
     if request.method == "POST":
         same_origin(request)
     return key

@@ -21,11 +21,15 @@ REPORT_MAX_BYTES = 8 * 1024 * 1024  # a report is a few kB per tensor; anything 
 
 def headline(job: JobObject) -> dict[str, Any] | None:
     """The job's result against its dense reference, when the job has one: name, value, reference, ratio, and whether
-    the result is worse than the reference (from ``lower_is_better``)."""
+    the result is worse than the reference (from ``lower_is_better``). A job without the headline keys shows its task
+    metric alone: the one its progress reports name, else its first validation metric besides the loss."""
     metrics = job.metrics
     name, value = metrics.get("name"), metrics.get("value")
     if not isinstance(name, str) or not _number(value):
-        return None
+        name = _task_metric(job)
+        if name is None:
+            return None
+        return {"name": name, "value": metrics[name], "reference": None, "ratio": None, "worse": None}
     reference = metrics.get("reference") if _number(metrics.get("reference")) else None
     ratio = metrics.get("ratio") if _number(metrics.get("ratio")) else None
     if ratio is None and reference:
@@ -35,6 +39,12 @@ def headline(job: JobObject) -> dict[str, Any] | None:
     if reference is not None and isinstance(lower, bool):
         worse = value > reference if lower else value < reference
     return {"name": name, "value": value, "reference": reference, "ratio": ratio, "worse": worse}
+
+
+def _task_metric(job: JobObject) -> str | None:
+    named = job.live.metric if job.live is not None else None
+    candidates = [named] if named else [k for k in job.metrics if k.startswith("valid_") and k != "valid_loss"]
+    return next((k for k in candidates if _number(job.metrics.get(k))), None)
 
 
 def _number(value: Any) -> bool:
@@ -146,4 +156,9 @@ def duration(seconds: Any) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-FILTERS = {"when": when, "size": size, "number": number, "percent": percent, "duration": duration}
+def label(name: str) -> str:
+    """A metric's key as a label: words, so that a long one wraps between them."""
+    return name.replace("_", " ")
+
+
+FILTERS = {"label": label, "when": when, "size": size, "number": number, "percent": percent, "duration": duration}
