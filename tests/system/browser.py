@@ -89,13 +89,16 @@ class Screenshots:
     def __init__(self, driver, directory: Path) -> None:
         self.driver, self.directory = driver, directory
         self.taken: list[Path] = []
+        self.seconds = 0.0
         directory.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, name: str) -> None:
+    def __call__(self, name: str, *, full_page: bool = True) -> None:
+        """``full_page=False``: the first screen only (the API docs are many screens long)."""
+        started = time.monotonic()
         for label, (width, height), mobile in (("desktop", DESKTOP, False), ("phone", PHONE, True)):
             self._emulate(width, height, mobile)
             full_height = self.driver.execute_script("return document.documentElement.scrollHeight")
-            clip = {"x": 0, "y": 0, "width": width, "height": max(height, full_height), "scale": 1}
+            clip = {"x": 0, "y": 0, "width": width, "height": max(height, full_height if full_page else 0), "scale": 1}
             shot = self.driver.execute_cdp_cmd(
                 "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
             )
@@ -103,6 +106,7 @@ class Screenshots:
             path.write_bytes(base64.b64decode(shot["data"]))
             self.taken.append(path)
         self._emulate(*DESKTOP, False)
+        self.seconds += time.monotonic() - started
 
     def _emulate(self, width: int, height: int, mobile: bool) -> None:
         self.driver.execute_cdp_cmd(
