@@ -141,7 +141,6 @@ def new_job(
             return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
         if action == "create":
             context["notice"] = "The recipe or its files changed since the estimate: here is the new one."
-        job_service.parse_recipe(raw)  # the recipe's own errors first, named by field, as POST /v1/jobs names them
         context["estimate"] = system_routes.estimate(body=EstimateRequest(recipe=raw), key=key)
         context["estimated"] = digest
     except APIError as error:

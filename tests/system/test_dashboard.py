@@ -5,10 +5,12 @@ a screenshot at a desktop's and a phone's size (into $SPARSEQ_SCREENSHOTS, else 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -107,12 +109,14 @@ def _only_local_assets(browser, origin: str) -> None:
 def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slices, tmp_path, capsys):
     key = server.key
     visited = []
+    phases: list[tuple[str, float]] = []  # where the test's time goes, printed at the end
 
     def go(path: str) -> None:
         browser.get(f"{server.url}{path}")
         visited.append(browser.current_url)
 
     # -- sign in: / leads to the sign-in page; the key goes into a session cookie no script can read ------------------
+    phases.append(("sign in", time.monotonic()))
     go("/")
     assert browser.current_url == f"{server.url}/ui/signin"
     shots("signin")
@@ -129,6 +133,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     assert "sparseq_session" not in browser.execute_script("return document.cookie")
 
     # -- upload a file ------------------------------------------------------------------------------------------------
+    phases.append(("upload", time.monotonic()))
     go("/ui/files")
     assert "No files yet" in browser.page_source
     train_path = tmp_path / "ptb.train.txt"
@@ -144,6 +149,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     shots("files")
 
     # -- a job from a recipe: the estimate first (the API's own figures), then create ----------------------------
+    phases.append(("create", time.monotonic()))
     recipe = {**LM_RECIPE, "training": {**LM_RECIPE["training"], "epochs": 2}}
     go("/ui/jobs/new")
     assert browser.find_elements("id", "create-button") == []  # nothing to create before an estimate
@@ -170,6 +176,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     }
 
     # -- its page follows the job to the end by itself, then shows the result -----------------------------------------
+    phases.append(("follow the job", time.monotonic()))
     seen = []
 
     def finished():
@@ -212,6 +219,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     shots("job-succeeded")
 
     # -- the moduli job's page: the neurons on the torus as well ------------------------------------------------------
+    phases.append(("moduli page", time.monotonic()))
     assert api.wait(moduli_job["id"], timeout=120)["status"] == "succeeded"
     go(f"/ui/jobs/{moduli_job['id']}")
     captions = [c.text for c in browser.find_elements("css selector", ".plots figcaption")]
@@ -219,6 +227,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     shots("job-moduli")
 
     # -- cancel another job from its page -----------------------------------------------------------------------------
+    phases.append(("cancel", time.monotonic()))
     long_job = api.submit(navigation_recipe(steps_per_epoch=1_000_000, epochs=1))
     api.wait(long_job["id"], timeout=60, until=lambda j: j["status"] == "running" and j["progress"] > 0)
     go(f"/ui/jobs/{long_job['id']}")
@@ -230,6 +239,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     assert api.job(long_job["id"])["status"] == "cancelled"
 
     # -- the list: every job with its status, filtered by status ------------------------------------------------------
+    phases.append(("list", time.monotonic()))
     go("/ui/jobs")
     listed = {r.get_attribute("data-job"): r.text for r in browser.find_elements("css selector", "tr[data-job]")}
     assert set(listed) == {job_id, moduli_job["id"], long_job["id"]}
@@ -243,6 +253,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     ]
 
     # -- sign out; a second key sees nothing of the first's -----------------------------------------------------------
+    phases.append(("second key", time.monotonic()))
     browser.find_element("css selector", "form.signout button").click()
     wait_for(lambda: browser.current_url == f"{server.url}/ui/signin", what="sign-out")
     assert browser.get_cookie("sparseq_session") is None
@@ -275,6 +286,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     assert uploaded["id"] not in browser.page_source  # alice's file is not offered to bob
 
     # -- the keys never showed up in a URL or in the server's log ----------------------------------------------------
+    phases.append(("checks", time.monotonic()))
     assert [u for u in visited if key in u or bob in u] == []
     log = server.log_path.read_text(errors="replace")
     assert key not in log and bob not in log
@@ -282,4 +294,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     final_jobs = [api.job(j)["status"] for j in (job_id, moduli_job["id"], long_job["id"])]
     assert all(s in TERMINAL for s in final_jobs)
     with capsys.disabled():
-        print(f"\ndashboard screenshots ({len(shots.taken)}, {shots.seconds:.1f} s): {shots.directory}")
+        phases.append(("end", time.monotonic()))
+        spent = ", ".join(f"{name} {end - start:.1f}" for (name, start), (_, end) in itertools.pairwise(phases))
+        print(f"\ndashboard walk-through (s): {spent}; screenshots ({len(shots.taken)}, {shots.seconds:.1f} s)")
+        print(f"dashboard screenshots: {shots.directory}")
