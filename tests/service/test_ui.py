@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.models import Job
-from tests.service.factories import create_job_ok, lm_recipe, new_key
+from tests.service.factories import LIMIT, create_job_ok, lm_recipe, new_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -180,3 +180,22 @@ def test_pages_for_people_may_load_nothing_from_another_host(client):
     assert assets and [a for a in assets if not a.startswith("/")] == []
     for asset in assets:
         assert client.get(asset).status_code == 200, asset
+
+
+def test_uploads_from_the_files_page_are_checked_as_the_api_checks_them(client, alice, browser_for, lm_bytes):
+    ours = browser_for("alice")
+    done = ours.post("/ui/files", files={"file": ("ptb.txt", lm_bytes)}, data={"purpose": "lm_text"})
+    (uploaded,) = client.get("/v1/files", headers=alice).json()["data"]
+    assert done.headers["location"] == f"/ui/files?uploaded={uploaded['id']}"
+    assert uploaded["bytes"] == len(lm_bytes) and uploaded["status"] == "processed"
+
+    # not trajectories: listed as an error that says why, exactly as the API reports it
+    ours.post("/ui/files", files={"file": ("paths.npz", b"not an npz")}, data={"purpose": "trajectories"})
+    failed = next(f for f in client.get("/v1/files", headers=alice).json()["data"] if f["filename"] == "paths.npz")
+    assert failed["status"] == "error"
+    assert html.escape(failed["status_details"], quote=False) in ours.get("/ui/files").text
+
+    too_large = ours.post("/ui/files", files={"file": ("big.txt", b"word " * LIMIT)}, data={"purpose": "lm_text"})
+    message = re.search(r'class="error" role="alert">([^<]*)<', too_large.text).group(1)
+    assert too_large.status_code == 413 and "limit" in message and f"{LIMIT:,}" in message
+    assert len(client.get("/v1/files", headers=alice).json()["data"]) == 2
