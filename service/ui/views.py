@@ -140,7 +140,11 @@ def number(value: Any) -> str:
 
 
 def percent(value: Any) -> str:
-    return f"{100 * value:.1f}%" if _number(value) else "—"
+    if not _number(value):
+        return "—"
+    if 0 < value < 0.0005:  # a long job's first steps: under what one decimal shows, but not nothing
+        return "<0.1%"
+    return f"{100 * value:.1f}%"
 
 
 def duration(seconds: Any) -> str:

@@ -13,6 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.models import Job
+from service.schemas import JobObject
+from service.ui import views
 from tests.service.factories import LIMIT, create_job_ok, lm_recipe, new_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -147,7 +149,9 @@ def test_the_pages_show_the_result_against_its_reference_and_the_live_report(
     assert "valid_perplexity 150 vs 120 ×1.25" in text and 'class="ratio worse"' in row_html
     assert "running" in text and "30.0%" in text and "90.0%" in text
     assert re.search(r'data-label="Warnings"><span class="warn-count">1<', row_html)
-    assert job["id"] not in ours.get("/ui/jobs?status=succeeded").text
+    assert 'data-refresh="3"' in listed  # a list with an unfinished job refreshes itself
+    finished = ours.get("/ui/jobs?status=succeeded").text
+    assert job["id"] not in finished and "data-refresh" not in finished
     assert ours.get("/ui/jobs?status=nonsense").status_code == 400
 
     live = " ".join(re.sub(r"<[^>]+>", " ", ours.get(f"/ui/jobs/{job['id']}/live").text).split())
@@ -199,3 +203,39 @@ def test_uploads_from_the_files_page_are_checked_as_the_api_checks_them(client, 
     message = re.search(r'class="error" role="alert">([^<]*)<', too_large.text).group(1)
     assert too_large.status_code == 413 and "limit" in message and f"{LIMIT:,}" in message
     assert len(client.get("/v1/files", headers=alice).json()["data"]) == 2
+
+
+def _job(**fields) -> JobObject:
+    base = {"id": "job_x", "status": "succeeded", "recipe": {}, "files": {}, "progress": 1.0, "metrics": {}}
+    return JobObject(**{**base, "attempts": 1, "created_at": 0, **fields})
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        # lower is better: 150 against 120 is 1.25 times the reference, worse
+        ({"name": "ppl", "value": 150.0, "reference": 120.0, "ratio": 1.25, "lower_is_better": True}, (1.25, True)),
+        # higher is better: 0.9 against 0.8 is better; the ratio is computed when the job does not carry one
+        ({"name": "acc", "value": 0.9, "reference": 0.8, "lower_is_better": False}, (0.9 / 0.8, False)),
+        # no direction: no verdict
+        ({"name": "acc", "value": 0.9, "reference": 0.8}, (0.9 / 0.8, None)),
+        # no reference: the value alone
+        ({"name": "acc", "value": 0.9}, (None, None)),
+        # no headline keys: the task's validation metric (not the loss) alone
+        ({"valid_loss": 3.2, "valid_perplexity": 25.0, "sparsity": 0.5}, (None, None)),
+    ],
+)
+def test_the_headline_compares_the_result_with_its_reference(metrics, expected):
+    shown = views.headline(_job(metrics=metrics))
+    ratio, worse = expected
+    assert shown["worse"] is worse
+    assert shown["ratio"] is None if ratio is None else shown["ratio"] == pytest.approx(ratio)
+    assert shown["name"] == metrics.get("name", "valid_perplexity")
+    assert views.headline(_job(metrics={"sparsity": 0.5})) is None
+
+
+def test_numbers_are_shown_for_people():
+    assert [views.percent(v) for v in (0.0, 0.0001, 0.1234, 1.0, None)] == ["0.0%", "<0.1%", "12.3%", "100.0%", "—"]
+    assert [views.duration(s) for s in (4.4, 65, 3 * 3600 + 120)] == ["4 s", "1 min 05 s", "3 h 02 min"]
+    assert [views.size(b) for b in (999, 65_900, 2_500_000)] == ["999 B", "65.9 kB", "2.5 MB"]
+    assert [views.number(v) for v in (14412, 3.91612, 8.7e-5)] == ["14,412", "3.916", "8.700e-05"]
