@@ -36,7 +36,8 @@ templates.env.filters.update(views.FILTERS)
 templates.env.globals.update(statuses=JOB_STATUSES, views=views)
 
 EXAMPLE_RECIPE = """\
-# A small predefined-sparse LSTM language model (a minute or two on a CPU).
+# A small predefined-sparse LSTM language model: pick its training text below.
+# (valid is optional; without it 10% of the training text is held out.)
 # YAML or JSON; the JSON Schema of a recipe is served at /v1/schemas/recipe.
 task: {type: language_model, max_vocab: 2000}
 model: {cell: lstm, embedding_size: 32, hidden_size: 64}

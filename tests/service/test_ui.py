@@ -239,3 +239,11 @@ def test_numbers_are_shown_for_people():
     assert [views.duration(s) for s in (4.4, 65, 3 * 3600 + 120)] == ["4 s", "1 min 05 s", "3 h 02 min"]
     assert [views.size(b) for b in (999, 65_900, 2_500_000)] == ["999 B", "65.9 kB", "2.5 MB"]
     assert [views.number(v) for v in (14412, 3.91612, 8.7e-5)] == ["14,412", "3.916", "8.700e-05"]
+
+
+def test_the_new_job_form_starts_from_a_recipe_that_estimates(browser_for):
+    ours = browser_for("alice")
+    form = ours.get("/ui/jobs/new").text
+    recipe = html.unescape(re.search(r'<textarea id="recipe" name="recipe"[^>]*>(.*?)</textarea>', form, re.S).group(1))
+    estimated = ours.post("/ui/jobs/new", data={"recipe": recipe, "action": "estimate"})
+    assert estimated.status_code == 200 and 'id="create-button"' in estimated.text
