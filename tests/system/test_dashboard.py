@@ -211,6 +211,10 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
         cells = [c.text for c in row.find_elements("tag name", "td")]
         assert cells[2:4] == [f"{tensor['numel']:,}", f"{tensor['nnz']:,}"]
         assert cells[4] == f"{100 * tensor['sparsity']:.1f}%"
+    # a predefined model's tensors are dense as stored: the page says where its sparsity is counted
+    hints = [p.text for p in browser.find_elements("css selector", "p.hint")]
+    modules = ", ".join(report["predefined_sparse_modules"])
+    assert modules and [h for h in hints if h.startswith(f"Predefined-sparse modules ({modules}) store only")]
     links = browser.find_elements("css selector", "table.artifacts a")
     assert sorted(a.text for a in links) == sorted(a["filename"] for a in artifacts)
     checkpoint = next(a for a in artifacts if a["kind"] == "checkpoint")
