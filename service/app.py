@@ -6,9 +6,10 @@ import gc
 import time
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Histogram
 
-from service import errors
+from service import errors, ui
 from service.auth import KeyCache
 from service.cache import JOB_CACHE_S, SingleFlight, TTLCache
 from service.db import make_engine, make_sessionmaker
@@ -38,7 +39,9 @@ class LatencyMiddleware:
 
 def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files the package ships, served by this app
+    # (FastAPI's own pages fetch them from a CDN and are blank without internet).
+    app = FastAPIOffline(
         title="sparseq",
         version="0.1.0",
         description="Compress recurrent sequence models: predefined sparsity and moduli-regularized pruning.",
@@ -67,6 +70,7 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(jobs.router)
     app.include_router(system.router)
+    ui.install(app)  # the dashboard at /ui
     return app
 
 
