@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.schemas import ErrorResponse
+
 log = logging.getLogger("sparseq.api")
 
 
@@ -16,9 +18,11 @@ class APIError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.message, self.param = message, param
+        self.message, self.param, self.headers = message, param, headers
         if code is not None:
             self.code = code
 
@@ -50,58 +54,55 @@ class Unprocessable(APIError):
     status, code = 422, "invalid_request"
 
 
+class RangeNotSatisfiable(APIError):
+    status, code = 416, "range_not_satisfiable"
+
+
 class ServiceUnavailable(APIError):
     status, code = 503, "unavailable"
 
 
-class ErrorBody(dict):
-    """Marker for OpenAPI: the error envelope."""
-
-
-def error_schema() -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                },
-                "required": ["code", "message", "param"],
-            }
-        },
-        "required": ["error"],
-    }
+ERROR_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing or invalid API key",
+    404: "Not found",
+    409: "Conflict",
+    413: "Upload too large",
+    416: "The range starts past the end of the content",
+    422: "Invalid request",
+    429: "Too many requests: wait Retry-After seconds",
+    503: "Unavailable",
+}
+# Headers that come with an error status, declared beside its body.
+ERROR_HEADERS = {
+    416: {"Content-Range": {"description": "bytes */<size>: the content's size", "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait before the next request",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
 
 
 def responses(*statuses: int) -> dict:
-    """``responses=`` for a route: the error envelope for each status it can answer with.
+    """``responses=`` for a route: the one error component (ErrorResponse) for each status it can answer with.
 
     422 is always included: any route can get a malformed parameter, and FastAPI would otherwise document its own
     ``{"detail": ...}`` shape, which this service never sends.
     """
-    statuses = tuple(sorted({*statuses, 422}))
-    names = {
-        400: "Bad request",
-        401: "Missing or invalid API key",
-        404: "Not found",
-        409: "Conflict",
-        413: "Upload too large",
-        422: "Invalid request",
-        503: "Unavailable",
-    }
-    return {
-        s: {"description": names.get(s, "Error"), "content": {"application/json": {"schema": error_schema()}}}
-        for s in statuses
-    }
+    declared = {}
+    for status in sorted({*statuses, 422}):
+        declared[status] = {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        if status in ERROR_HEADERS:
+            declared[status]["headers"] = ERROR_HEADERS[status]
+    return declared
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, error: APIError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:

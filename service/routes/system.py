@@ -14,9 +14,10 @@ from service.deps import CurrentKey, SessionDep
 from service.errors import responses
 from service.jobs import parse_recipe
 from service.models import JOB_STATUSES, Job
-from service.schemas import Estimate, EstimateRequest
+from service.schemas import Estimate, EstimateRequest, Health, Readiness, RecipeSchema
 
-router = APIRouter(tags=["system"])
+router = APIRouter()  # tags per route: the estimate and the recipe schema are resources of their own
+SYSTEM = ["system"]
 
 
 def _freeze_long_lived() -> None:
@@ -44,13 +45,19 @@ def _after_first_estimate() -> None:
     _freeze_long_lived()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health, operation_id="getHealth", tags=SYSTEM)
 def healthz():
     """The process is up."""
-    return {"status": "ok"}
+    return Health()
 
 
-@router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    operation_id="getReadiness",
+    tags=SYSTEM,
+    responses={503: {"model": Readiness, "description": "Something the service needs does not answer"}},
+)
 def readyz(request: Request):
     """The database and the broker answer."""
     checks = {"database": False, "broker": False}
@@ -67,7 +74,12 @@ def readyz(request: Request):
     )
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    operation_id="getMetrics",
+    tags=SYSTEM,
+)
 def metrics(request: Request, session: SessionDep):
     """Prometheus text format: jobs by state, queue depth, request latency."""
     registry = CollectorRegistry()
@@ -81,15 +93,22 @@ def metrics(request: Request, session: SessionDep):
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/schemas/recipe")
+@router.get("/v1/schemas/recipe", response_model=RecipeSchema, operation_id="getRecipeSchema", tags=["jobs"])
 def recipe_schema():
-    """The JSON Schema of a job recipe (compress.spec.Recipe), version 1: what ``POST /v1/jobs`` takes as ``recipe``."""
+    """The JSON Schema of a job recipe (compress.spec.Recipe), version 1: what ``POST /v1/jobs`` takes as ``recipe``
+    (the same as this document's Recipe component, whose definitions are components here too)."""
     from compress.spec import recipe_json_schema
 
-    return recipe_json_schema()
+    return JSONResponse(recipe_json_schema())  # as it is: the response model only documents it
 
 
-@router.post("/v1/estimate", response_model=Estimate, responses=responses(401, 422))
+@router.post(
+    "/v1/estimate",
+    response_model=Estimate,
+    operation_id="estimateRecipe",
+    tags=["estimate"],
+    responses=responses(400, 401, 422),
+)
 def estimate(body: EstimateRequest, key: CurrentKey):
     """Trainable parameters, checkpoint size, FLOPs per step and training memory of a recipe, before any compute."""
     compute = _estimator()
