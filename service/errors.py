@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from service.schemas import ErrorResponse
 
@@ -99,6 +100,18 @@ def responses(*statuses: int) -> dict:
     return declared
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's 405 names only the first route that matched the path:
+    ``GET`` for ``/v1/files``, which also takes ``POST``). Each method is tried against the app's routes as the router
+    would (their public ``matches``), so routers included in routers are seen too."""
+    scope = {key: request.scope[key] for key in ("type", "path", "root_path") if key in request.scope}
+    routes = request.app.router.routes
+    return sorted(m for m in METHODS if any(r.matches({**scope, "method": m})[0] is Match.FULL for r in routes))
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, error: APIError) -> JSONResponse:
@@ -114,12 +127,19 @@ def install(app: FastAPI) -> None:
         return JSONResponse(Unprocessable(message, param=param).body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if isinstance(error.__cause__, UnicodeDecodeError):  # FastAPI's 400 for a JSON body that is not UTF-8
+            # A JSON text is UTF-8 (RFC 8259): the same 422 as any other body that is not JSON.
+            message = f"the request body is not UTF-8 JSON ({error.__cause__.reason} at byte {error.__cause__.start})"
+            return JSONResponse(Unprocessable(message).body(), status_code=422)
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(
             {"error": {"code": code, "message": str(error.detail), "param": None}},
             status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(Exception)

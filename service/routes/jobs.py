@@ -101,7 +101,7 @@ def list_events(
     """Newest first. ``after`` is an event id (``evt_...``) from a previous page."""
     job_service.get_job(session, owner=key.owner, job_id=job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after is not None:
+    if after:  # an empty cursor is no cursor
         if not after.startswith("evt_") or not after[4:].isdigit():
             raise BadRequest(f"no event {after!r} to page after", param="after")
         query = query.where(JobEvent.id < int(after[4:]))
