@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -78,6 +80,16 @@ def test_the_checked_in_snapshot_is_the_served_document(document):
     assert SNAPSHOT.exists(), f"openapi.json is missing: run `{REGENERATE}`"
     if SNAPSHOT.read_text() != render(document):
         pytest.fail(f"openapi.json differs from the API's document: review the change and run `{REGENERATE}`")
+
+
+def test_the_regeneration_command_writes_the_snapshot_without_importing_torch(tmp_path):
+    """What `make openapi` runs (service.openapi's main), in a fresh process: the API process never imports torch."""
+    written = tmp_path / "openapi.json"
+    code = "import sys; from service.openapi import main; main([sys.argv[1]]); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code, str(written)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    assert written.read_text() == SNAPSHOT.read_text()
 
 
 def test_every_route_of_the_issue_is_documented(document):
