@@ -115,3 +115,11 @@ def test_a_json_body_that_is_not_utf8_is_422_in_the_error_shape(path, client, al
     )
     valid = client.post("/v1/estimate", headers=alice, json={"recipe": lm_recipe()})
     assert valid.status_code == 200  # the same route with a UTF-8 body
+
+
+def test_a_json_body_too_deep_to_parse_is_a_declared_400_in_the_error_shape(client, alice):
+    """Python's parser gives up on deep nesting (RecursionError); FastAPI answers 400, which both routes declare."""
+    body = b'{"recipe": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = client.post("/v1/estimate", headers={**alice, "Content-Type": "application/json"}, content=body)
+    assert response.status_code == 400
+    assert response.json() == error("bad_request", "There was an error parsing the body", None)
