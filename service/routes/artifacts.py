@@ -24,6 +24,7 @@ router = APIRouter(tags=["artifacts"])
     "/v1/jobs/{job_id}/artifacts",
     response_model=ArtifactList,
     operation_id="listJobArtifacts",
+    summary="List a job's artifacts",
     responses=responses(401, 404),
 )
 def list_artifacts(job_id: str, key: CurrentKey, session: SessionDep):
@@ -53,6 +54,7 @@ def get_artifact(artifact_id: str, key: CurrentKey, session: SessionDep):
     "/v1/artifacts/{artifact_id}/content",
     response_class=FileResponse,
     operation_id="downloadArtifact",
+    summary="Download an artifact's content",
     responses={**CONTENT_RESPONSES, **responses(400, 401, 404, 416)},
 )
 def artifact_content(

@@ -75,6 +75,7 @@ def get_file(file_id: str, key: CurrentKey, session: SessionDep):
     "/{file_id}/content",
     response_class=FileResponse,
     operation_id="downloadFile",
+    summary="Download a file's content",
     responses={**CONTENT_RESPONSES, **responses(400, 401, 404, 416)},
 )
 def file_content(

@@ -63,12 +63,20 @@ def list_jobs(
     return page(session, query, Job, owner=key.owner, after=after, limit=limit, render=job_service.render)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobObject, operation_id="getJob", responses=responses(401, 404))
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobObject,
+    operation_id="getJob",
+    description="A job: status, progress, its latest progress report (live), metrics, warnings and error. Poll it: "
+    "it shows the worker's progress about a second late at most.",
+    responses=responses(401, 404),
+)
 async def get_job(job_id: str, key: CurrentKey, request: Request):
     """The route clients poll. A rendered job is reused for JOB_CACHE_S (the worker writes progress about once a
     second, so a poll sees it at most that much later); otherwise one thread-pool hand-off reads it."""
-    # (The docstring is the route's OpenAPI description.) Polls of this job that miss the cache while a read is under
-    # way share that read: an expired entry polled by 50 clients costs one hand-off and one query, not 50.
+    # (The document's description is the decorator's: this docstring is for readers of the code.) Polls of this job
+    # that miss the cache while a read is under way share that read: an expired entry polled by 50 clients costs one
+    # hand-off and one query, not 50.
     state = request.app.state
     cached = (key.owner, job_id)
     body = state.job_cache.get(cached)
@@ -89,6 +97,7 @@ async def get_job(job_id: str, key: CurrentKey, request: Request):
     "/v1/jobs/{job_id}/events",
     response_model=EventList,
     operation_id="listJobEvents",
+    summary="List a job's events",
     responses=responses(400, 401, 404),
 )
 def list_events(

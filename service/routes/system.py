@@ -45,7 +45,7 @@ def _after_first_estimate() -> None:
     _freeze_long_lived()
 
 
-@router.get("/healthz", response_model=Health, operation_id="getHealth", tags=SYSTEM)
+@router.get("/healthz", response_model=Health, operation_id="getHealth", summary="Health", tags=SYSTEM)
 def healthz():
     """The process is up."""
     return Health()
@@ -55,6 +55,7 @@ def healthz():
     "/readyz",
     response_model=Readiness,
     operation_id="getReadiness",
+    summary="Readiness",
     tags=SYSTEM,
     responses={503: {"model": Readiness, "description": "Something the service needs does not answer"}},
 )
@@ -78,6 +79,7 @@ def readyz(request: Request):
     "/metrics",
     response_class=PlainTextResponse,
     operation_id="getMetrics",
+    summary="Prometheus metrics",
     tags=SYSTEM,
 )
 def metrics(request: Request, session: SessionDep):
@@ -93,7 +95,13 @@ def metrics(request: Request, session: SessionDep):
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/schemas/recipe", response_model=RecipeSchema, operation_id="getRecipeSchema", tags=["jobs"])
+@router.get(
+    "/v1/schemas/recipe",
+    response_model=RecipeSchema,
+    operation_id="getRecipeSchema",
+    summary="The recipe's JSON Schema",
+    tags=["jobs"],
+)
 def recipe_schema():
     """The JSON Schema of a job recipe (compress.spec.Recipe), version 1: what ``POST /v1/jobs`` takes as ``recipe``
     (the same as this document's Recipe component, whose definitions are components here too)."""
@@ -106,6 +114,7 @@ def recipe_schema():
     "/v1/estimate",
     response_model=Estimate,
     operation_id="estimateRecipe",
+    summary="Estimate a recipe's cost",
     tags=["estimate"],
     responses=responses(400, 401, 422),
 )
