@@ -309,3 +309,110 @@ def test_the_recipe_schema_route_declares_what_it_returns(document, client):
     component = json.dumps(document["components"]["schemas"]["Recipe"]).replace("#/components/schemas/", "#/$defs/")
     assert json.loads(component) == {k: v for k, v in served.items() if k != "$defs"}
     assert set(served["$defs"]) <= set(document["components"]["schemas"])
+
+
+# -- the answers the service actually gives ---------------------------------------------------------------------------
+
+
+def test_every_answer_is_a_declared_status_with_a_body_of_the_declared_schema(
+    document, client, alice, sessions, store, train_file, lm_bytes
+):
+    """Each operation driven to its statuses (those this app can be brought to without a fault: 429 and 503 are
+    not), and every answer checked against the document: the status is declared, the content type is the declared
+    one, a JSON body validates against the declared schema (jsonschema over the document's components)."""
+    from service.models import Job
+    from tests.service.factories import LIMIT, create_job_ok, upload, upload_ok
+    from tests.service.test_jobs import add_artifact
+
+    spare = upload_ok(client, alice, b"a spare file\n")
+    job = create_job_ok(client, alice, train_file["id"], key="contract")
+    finished = create_job_ok(client, alice, train_file["id"])
+    with sessions() as session:
+        session.get(Job, finished["id"]).status = "succeeded"
+        session.commit()
+    artifact = add_artifact(sessions, store, job["id"], "alice", bytes(range(256)))
+    body, keyed = {"recipe": lm_recipe(), "files": {}}, {**alice, "Idempotency-Key": "contract"}
+    as_json = {**alice, "Content-Type": "application/json"}
+
+    def ask(method: str, template: str, path: str | None = None, *, headers=alice, **kwargs):
+        return method, template, client.request(method.upper(), path or template, headers=headers, **kwargs)
+
+    def ranged(template: str, path: str, byte_range: str):
+        return ask("get", template, path, headers={**alice, "Range": byte_range})
+
+    file_ = ("/v1/files/{file_id}", f"/v1/files/{train_file['id']}")
+    spare_content = ("/v1/files/{file_id}/content", f"/v1/files/{spare['id']}/content")
+    art_content = ("/v1/artifacts/{artifact_id}/content", f"/v1/artifacts/{artifact}/content")
+    job_ = "/v1/jobs/{job_id}"
+    answers = [
+        ("post", "/v1/files", upload(client, alice, lm_bytes)),
+        ("post", "/v1/files", upload(client, {}, lm_bytes)),
+        ("post", "/v1/files", upload(client, alice, b"x" * (LIMIT + 1))),
+        ask("post", "/v1/files", content=b"not a form"),
+        ask("get", "/v1/files", params={"limit": 1}),
+        ask("get", "/v1/files", params={"after": "file_nope"}),
+        ask("get", "/v1/files", params={"limit": 0}),
+        ask("get", "/v1/files", params={"purpose": "poetry"}),
+        ask("get", *file_),
+        ask("get", file_[0], "/v1/files/file_nope"),
+        ask("get", file_[0] + "/content", file_[1] + "/content"),
+        ranged(*spare_content, "bytes=2-5"),
+        ranged(*spare_content, "bytes=99-"),
+        ranged(*spare_content, "lines=1"),
+        ask("delete", *file_),  # a queued job uses it: 409
+        ask("delete", file_[0], f"/v1/files/{spare['id']}"),
+        ask("delete", file_[0], f"/v1/files/{spare['id']}"),
+        ask("post", "/v1/jobs", headers=keyed, json={"recipe": job["recipe"], "files": job["files"]}),
+        ask("post", "/v1/jobs", headers=keyed, json=body),
+        ask("post", "/v1/jobs", json={**body, "files": job["files"]}),
+        ask("post", "/v1/jobs", json=body),
+        ask("post", "/v1/jobs", json={**body, "files": {"train": "file_nope"}}),
+        ask("post", "/v1/jobs", json={**body, "recipe": {"task": {}}}),
+        ask("post", "/v1/jobs", headers=as_json, content=b"{"),
+        ask("get", "/v1/jobs", params={"status": "queued"}),
+        ask("get", "/v1/jobs", params={"status": "sleeping"}),
+        ask("get", job_, f"/v1/jobs/{job['id']}"),
+        ask("get", job_, "/v1/jobs/job_nope"),
+        ask("get", job_ + "/events", f"/v1/jobs/{job['id']}/events"),
+        ask("get", job_ + "/events", f"/v1/jobs/{job['id']}/events", params={"after": "x"}),
+        ask("get", job_ + "/events", "/v1/jobs/job_nope/events"),
+        ask("post", job_ + "/cancel", f"/v1/jobs/{job['id']}/cancel"),
+        ask("post", job_ + "/cancel", f"/v1/jobs/{finished['id']}/cancel"),
+        ask("post", job_ + "/cancel", "/v1/jobs/job_nope/cancel"),
+        ask("get", job_ + "/artifacts", f"/v1/jobs/{job['id']}/artifacts"),
+        ask("get", job_ + "/artifacts", "/v1/jobs/job_nope/artifacts"),
+        ask("get", "/v1/artifacts/{artifact_id}", f"/v1/artifacts/{artifact}"),
+        ask("get", "/v1/artifacts/{artifact_id}", "/v1/artifacts/art_nope"),
+        ask("get", *art_content),
+        ranged(*art_content, "bytes=-3"),
+        ranged(*art_content, "bytes=256-"),
+        ask("post", "/v1/estimate", json={"recipe": lm_recipe()}),
+        ask("post", "/v1/estimate", json={"recipe": {"task": {}}}),
+        ask("post", "/v1/estimate", headers=as_json, content=b'{"recipe": "\xff"}'),
+        ask("get", "/healthz", headers={}),
+        ask("get", "/readyz", headers={}),
+        ask("get", "/metrics", headers={}),
+        ask("get", "/v1/schemas/recipe", headers={}),
+    ]
+    seen = set()
+    for method, path, response in answers:
+        where = f"{method.upper()} {path} -> {response.status_code}"
+        declared = document["paths"][path][method]["responses"].get(str(response.status_code))
+        assert declared is not None, f"{where}: not declared"
+        media_type = response.headers["content-type"].split(";")[0]
+        assert media_type in declared["content"], f"{where}: {media_type} not declared"
+        if media_type == "application/json":
+            schema = json_schema_of(document, declared["content"][media_type]["schema"])
+            jsonschema.validate(response.json(), schema)
+        seen.add((method, path, response.status_code))
+    expected = {
+        "/v1/files": {201, 400, 401, 413, 200, 422},
+        "/v1/files/{file_id}/content": {200, 206, 400, 416},
+        "/v1/files/{file_id}": {200, 404, 409},
+        "/v1/jobs": {200, 201, 400, 404, 409, 422},
+        "/v1/jobs/{job_id}/cancel": {200, 404, 409},
+        "/v1/artifacts/{artifact_id}/content": {200, 206, 416},
+        "/v1/estimate": {200, 422},
+    }
+    for path, statuses in expected.items():
+        assert statuses <= {status for _, p, status in seen if p == path}, path
