@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
+from fastapi import Header
+from pydantic import WithJsonSchema
 from starlette.responses import FileResponse, MalformedRangeHeader
 from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
 
@@ -23,6 +26,12 @@ RANGE_DESCRIPTION = (
     "one byte range, e.g. 'bytes=0-1023', 'bytes=1024-' or 'bytes=-512' (the last 512 bytes): answered with 206 and "
     "Content-Range; a request for several ranges gets the whole content (200)"
 )
+# The two request headers of a content route, as parameters. A header is a string or absent, never null: the schema
+# says so (pydantic's own for `str | None` would be anyOf string/null, which generators carry into their types).
+RangeHeader = Annotated[
+    str | None, WithJsonSchema({"type": "string"}), Header(alias="Range", description=RANGE_DESCRIPTION)
+]
+IfRangeHeader = Annotated[str | None, Header(alias="If-Range", include_in_schema=False)]
 _BINARY = {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}
 _SHA256 = {
     SHA256_HEADER: {"description": "sha256 of the whole content (hex), also for a range", "schema": {"type": "string"}}

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import jobs as job_service
 from service.deps import CurrentKey, SessionDep, StoreDep
-from service.downloads import CONTENT_RESPONSES, RANGE_DESCRIPTION, download
+from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
 from service.errors import NotFound, responses
 from service.models import Artifact
 from service.pagination import envelope
@@ -62,8 +60,8 @@ def artifact_content(
     key: CurrentKey,
     session: SessionDep,
     store: StoreDep,
-    byte_range: Annotated[str | None, Header(alias="Range", description=RANGE_DESCRIPTION)] = None,
-    if_range: Annotated[str | None, Header(include_in_schema=False)] = None,
+    byte_range: RangeHeader = None,
+    if_range: IfRangeHeader = None,
 ):
     """The artifact's bytes; ``X-Content-SHA256`` carries the whole artifact's digest; one ``Range`` is honoured."""
     artifact = _owned_artifact(session, key.owner, artifact_id)

@@ -2,14 +2,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service import files as file_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StoreDep
-from service.downloads import CONTENT_RESPONSES, RANGE_DESCRIPTION, download
+from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
 from service.errors import responses
 from service.models import File
 from service.pagination import page
@@ -83,8 +83,8 @@ def file_content(
     key: CurrentKey,
     session: SessionDep,
     store: StoreDep,
-    byte_range: Annotated[str | None, Header(alias="Range", description=RANGE_DESCRIPTION)] = None,
-    if_range: Annotated[str | None, Header(include_in_schema=False)] = None,
+    byte_range: RangeHeader = None,
+    if_range: IfRangeHeader = None,
 ):
     """The file's bytes as uploaded; ``X-Content-SHA256`` carries their digest."""
     file = file_service.get_file(session, owner=key.owner, file_id=file_id)
