@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 # satisfied and pip never pulls a CUDA build; a GPU machine installs its own torch the same way (TORCH=...).
 TORCH  ?= torch==2.13.0
 
-.PHONY: install run demo test test-slow lint bench clean system-deps
+.PHONY: install run demo test test-slow lint bench clean system-deps openapi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The checked-in OpenAPI document (tests/service/test_openapi.py fails when the API's differs from it): rerun after
+# any change to a route or a schema, and review the diff.
+openapi: install
+	$(PY) -m service.openapi openapi.json
 
 # redis-server, postgresql, docker-compose for the system tests: installed when missing and possible (never fails).
 system-deps:

@@ -9,12 +9,12 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Histogram
 
-from service import errors, ui
+from service import errors, openapi, ui
 from service.auth import KeyCache
 from service.cache import JOB_CACHE_S, SingleFlight, TTLCache
 from service.db import make_engine, make_sessionmaker
 from service.queue import CeleryQueue
-from service.routes import files, jobs, system
+from service.routes import artifacts, files, jobs, system
 from service.settings import Settings, get_settings
 from service.storage import BlobStore
 
@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     app = FastAPIOffline(
         title="sparseq",
         version="0.1.0",
-        description="Compress recurrent sequence models: predefined sparsity and moduli-regularized pruning.",
+        description="Compress recurrent sequence models: predefined sparsity and moduli-regularized pruning. "
+        'Every error has one shape, `ErrorResponse`: `{"error": {"code", "message", "param"}}`.',
+        openapi_tags=openapi.TAGS,
     )
     engine = make_engine(settings.resolved_database_url)
     app.state.settings = settings
@@ -69,7 +71,9 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     errors.install(app)
     app.include_router(files.router)
     app.include_router(jobs.router)
+    app.include_router(artifacts.router)
     app.include_router(system.router)
+    openapi.install(app)
     ui.install(app)  # the dashboard at /ui
     return app
 

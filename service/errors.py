@@ -8,6 +8,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from service.schemas import ErrorResponse
 
 log = logging.getLogger("sparseq.api")
 
@@ -16,9 +19,11 @@ class APIError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.message, self.param = message, param
+        self.message, self.param, self.headers = message, param, headers
         if code is not None:
             self.code = code
 
@@ -50,58 +55,67 @@ class Unprocessable(APIError):
     status, code = 422, "invalid_request"
 
 
+class RangeNotSatisfiable(APIError):
+    status, code = 416, "range_not_satisfiable"
+
+
 class ServiceUnavailable(APIError):
     status, code = 503, "unavailable"
 
 
-class ErrorBody(dict):
-    """Marker for OpenAPI: the error envelope."""
-
-
-def error_schema() -> dict:
-    return {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "code": {"type": "string"},
-                    "message": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                },
-                "required": ["code", "message", "param"],
-            }
-        },
-        "required": ["error"],
-    }
+ERROR_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing or invalid API key",
+    404: "Not found",
+    409: "Conflict",
+    413: "Upload too large",
+    416: "The range starts past the end of the content",
+    422: "Invalid request",
+    429: "Too many requests: wait Retry-After seconds",
+    503: "Unavailable",
+}
+# Headers that come with an error status, declared beside its body.
+ERROR_HEADERS = {
+    416: {"Content-Range": {"description": "bytes */<size>: the content's size", "schema": {"type": "string"}}},
+    429: {
+        "Retry-After": {
+            "description": "seconds to wait before the next request",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    },
+}
 
 
 def responses(*statuses: int) -> dict:
-    """``responses=`` for a route: the error envelope for each status it can answer with.
+    """``responses=`` for a route: the one error component (ErrorResponse) for each status it can answer with.
 
     422 is always included: any route can get a malformed parameter, and FastAPI would otherwise document its own
     ``{"detail": ...}`` shape, which this service never sends.
     """
-    statuses = tuple(sorted({*statuses, 422}))
-    names = {
-        400: "Bad request",
-        401: "Missing or invalid API key",
-        404: "Not found",
-        409: "Conflict",
-        413: "Upload too large",
-        422: "Invalid request",
-        503: "Unavailable",
-    }
-    return {
-        s: {"description": names.get(s, "Error"), "content": {"application/json": {"schema": error_schema()}}}
-        for s in statuses
-    }
+    declared = {}
+    for status in sorted({*statuses, 422}):
+        declared[status] = {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        if status in ERROR_HEADERS:
+            declared[status]["headers"] = ERROR_HEADERS[status]
+    return declared
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette's 405 names only the first route that matched the path:
+    ``GET`` for ``/v1/files``, which also takes ``POST``). Each method is tried against the app's routes as the router
+    would (their public ``matches``), so routers included in routers are seen too."""
+    scope = {key: request.scope[key] for key in ("type", "path", "root_path") if key in request.scope}
+    routes = request.app.router.routes
+    return sorted(m for m in METHODS if any(r.matches({**scope, "method": m})[0] is Match.FULL for r in routes))
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, error: APIError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -113,12 +127,19 @@ def install(app: FastAPI) -> None:
         return JSONResponse(Unprocessable(message, param=param).body(), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if isinstance(error.__cause__, UnicodeDecodeError):  # FastAPI's 400 for a JSON body that is not UTF-8
+            # A JSON text is UTF-8 (RFC 8259): the same 422 as any other body that is not JSON.
+            message = f"the request body is not UTF-8 JSON ({error.__cause__.reason} at byte {error.__cause__.start})"
+            return JSONResponse(Unprocessable(message).body(), status_code=422)
+        code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        headers = dict(getattr(error, "headers", None) or {})
+        if error.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(
             {"error": {"code": code, "message": str(error.detail), "param": None}},
             status_code=error.status_code,
-            headers=getattr(error, "headers", None),
+            headers=headers or None,
         )
 
     @app.exception_handler(Exception)

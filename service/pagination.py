@@ -1,4 +1,5 @@
-"""Cursor pagination, newest first: ``?after=<id>&limit=`` -> a list envelope."""
+"""Cursor pagination, newest first: ``?after=<id>&limit=`` -> a list envelope. An empty ``after`` is no cursor (a
+client that puts the previous page's ``last_id`` into the URL unconditionally sends ``?after=`` for the first page)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def page(
     limit: int,
     render: Callable[[Any], Any],
 ) -> ListObject:
-    if after is not None:
+    if after:
         # Scoped to the owner: another owner's id must look exactly like an unknown one.
         anchor = session.execute(
             select(model.created_at, model.id).where(model.id == after, model.owner == owner)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from enum import StrEnum
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 T = TypeVar("T")
 
@@ -14,14 +15,78 @@ def unix(moment: datetime | None) -> int | None:
     return int(moment.timestamp()) if moment is not None else None
 
 
+# -- enums: named, so that the document has one component for each and a generated client one enum type ----------------
+# (tests/service/test_openapi.py checks each against the values the service and the worker actually write)
+
+
+class JobStatus(StrEnum):
+    """validating -> queued -> running -> succeeded | failed | cancelled (cancelling while a running job stops)."""
+
+    validating = "validating"
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class FilePurpose(StrEnum):
+    """What a file is for, which decides how it is validated."""
+
+    lm_text = "lm_text"
+    tagging_conll = "tagging_conll"
+    trajectories = "trajectories"
+    weights = "weights"
+
+
+class FileStatus(StrEnum):
+    """processed: the file passed validation for its purpose; error: it did not (status_details says why)."""
+
+    processed = "processed"
+    error = "error"
+
+
+class ArtifactKind(StrEnum):
+    """checkpoint: the sparse model (safetensors); report: report.json; plot: a PNG; file: any other output."""
+
+    checkpoint = "checkpoint"
+    report = "report"
+    plot = "plot"
+    file = "file"
+
+
+# The recipe is validated by the service itself (service.jobs.parse_recipe), to answer in the one error shape with
+# code invalid_recipe and the field at fault; so the field is a plain dict to pydantic, and the document refers to the
+# Recipe component that service.openapi adds from compress.spec (pydantic cannot emit a reference to a schema it does
+# not generate itself).
+RECIPE_COMPONENT = "Recipe"
+RecipeBody = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-sparseq-component": RECIPE_COMPONENT}),
+]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(..., description="stable and machine-readable, e.g. not_found, invalid_recipe, rate_limited")
+    message: str = Field(..., description="one line for people")
+    param: str | None = Field(..., description="the parameter or field at fault, e.g. recipe.model.hidden_size")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers with, whatever the status."""
+
+    error: ErrorDetail
+
+
 class FileObject(BaseModel):
     object: Literal["file"] = "file"
     id: str
-    purpose: str
+    purpose: FilePurpose
     filename: str
     bytes: int
     sha256: str
-    status: Literal["processed", "error"]
+    status: FileStatus
     status_details: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
     created_at: int
@@ -57,8 +122,8 @@ class JobLive(BaseModel):
 class JobObject(BaseModel):
     object: Literal["job"] = "job"
     id: str
-    status: str
-    recipe: dict[str, Any]
+    status: JobStatus
+    recipe: RecipeBody = Field(..., description="the recipe as validated, with every default filled in")
     files: dict[str, str]
     progress: float
     metrics: dict[str, Any]
@@ -85,7 +150,7 @@ class ArtifactObject(BaseModel):
     object: Literal["artifact"] = "artifact"
     id: str
     job_id: str
-    kind: str
+    kind: ArtifactKind
     filename: str
     bytes: int
     sha256: str
@@ -100,10 +165,27 @@ class ListObject(BaseModel, Generic[T]):
     last_id: str | None = None
 
 
+# One named list per resource (a generated client gets FileList, not ListObject_FileObject_).
+class FileList(ListObject[FileObject]):
+    """A page of files, newest first: pass ``last_id`` as ``after`` for the next one."""
+
+
+class JobList(ListObject[JobObject]):
+    """A page of jobs, newest first: pass ``last_id`` as ``after`` for the next one."""
+
+
+class EventList(ListObject[EventObject]):
+    """A page of a job's events, newest first: pass ``last_id`` as ``after`` for the next one."""
+
+
+class ArtifactList(ListObject[ArtifactObject]):
+    """Every artifact of a job, in the order they were stored (one page)."""
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    recipe: dict[str, Any] = Field(
+    recipe: RecipeBody = Field(
         ..., description="a job recipe: its JSON Schema is served at GET /v1/schemas/recipe (compress.spec.Recipe)"
     )
     files: dict[str, str] = Field(
@@ -116,7 +198,7 @@ class JobCreate(BaseModel):
 class EstimateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    recipe: dict[str, Any]
+    recipe: RecipeBody
     vocab_size: int | None = Field(None, ge=2, description="text tasks: defaults to the recipe's max_vocab")
     num_tags: int | None = Field(None, ge=1, description="sequence tagging: defaults to 45 (the Penn Treebank tag set)")
 
@@ -143,3 +225,25 @@ class DeletedObject(BaseModel):
     id: str
     object: str
     deleted: bool = True
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, bool] = Field(..., description="each dependency and whether it answered: database, broker")
+
+
+class RecipeSchema(BaseModel):
+    """A JSON Schema (draft 2020-12) document: the one the Recipe component of this document is made from, with its
+    definitions under ``$defs``."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    title: str
+    type: Literal["object"]
+    properties: dict[str, Any]
+    required: list[str]
+    defs: dict[str, Any] = Field(..., alias="$defs")

@@ -9,10 +9,11 @@ from sqlalchemy import select
 
 from service import files as file_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StoreDep
+from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
 from service.errors import responses
 from service.models import File
 from service.pagination import page
-from service.schemas import DeletedObject, FileObject, ListObject
+from service.schemas import DeletedObject, FileList, FileObject, FilePurpose
 from service.upload import receive_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -22,7 +23,8 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
     "",
     response_model=FileObject,
     status_code=201,
-    responses=responses(400, 401, 413, 422),
+    operation_id="uploadFile",
+    responses=responses(400, 401, 413, 422, 429),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -33,7 +35,7 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
                         "required": ["file", "purpose"],
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
-                            "purpose": {"type": "string", "enum": list(file_service.PURPOSES)},
+                            "purpose": {"$ref": "#/components/schemas/FilePurpose"},
                         },
                     }
                 }
@@ -50,32 +52,50 @@ async def upload_file(request: Request, key: CurrentKey, session: SessionDep, st
     return file_service.render(file)
 
 
-@router.get("", response_model=ListObject[FileObject], responses=responses(400, 401))
+@router.get("", response_model=FileList, operation_id="listFiles", responses=responses(400, 401))
 def list_files(
     key: CurrentKey,
     session: SessionDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    purpose: str | None = None,
+    purpose: FilePurpose | None = None,
 ):
     query = select(File).where(File.owner == key.owner, File.deleted_at.is_(None))
     if purpose is not None:
-        query = query.where(File.purpose == purpose)
+        query = query.where(File.purpose == purpose.value)
     return page(session, query, File, owner=key.owner, after=after, limit=limit, render=file_service.render)
 
 
-@router.get("/{file_id}", response_model=FileObject, responses=responses(401, 404))
+@router.get("/{file_id}", response_model=FileObject, operation_id="getFile", responses=responses(401, 404))
 def get_file(file_id: str, key: CurrentKey, session: SessionDep):
     return file_service.render(file_service.get_file(session, owner=key.owner, file_id=file_id))
 
 
-@router.get("/{file_id}/content", response_class=FileResponse, responses=responses(401, 404))
-def file_content(file_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
+@router.get(
+    "/{file_id}/content",
+    response_class=FileResponse,
+    operation_id="downloadFile",
+    summary="Download a file's content",
+    responses={**CONTENT_RESPONSES, **responses(400, 401, 404, 416)},
+)
+def file_content(
+    file_id: str,
+    key: CurrentKey,
+    session: SessionDep,
+    store: StoreDep,
+    byte_range: RangeHeader = None,
+    if_range: IfRangeHeader = None,
+):
+    """The file's bytes as uploaded; ``X-Content-SHA256`` carries their digest."""
     file = file_service.get_file(session, owner=key.owner, file_id=file_id)
-    return FileResponse(store.path(file.sha256), filename=file.filename, headers={"X-Content-SHA256": file.sha256})
+    return download(
+        store.path(file.sha256), filename=file.filename, sha256=file.sha256, byte_range=byte_range, if_range=if_range
+    )
 
 
-@router.delete("/{file_id}", response_model=DeletedObject, responses=responses(401, 404, 409))
+@router.delete(
+    "/{file_id}", response_model=DeletedObject, operation_id="deleteFile", responses=responses(401, 404, 409)
+)
 def delete_file(
     file_id: str, key: CurrentKey, session: SessionDep, store: StoreDep, request: Request, after: BackgroundTasks
 ):

@@ -1,24 +1,29 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service import jobs as job_service
-from service.deps import CurrentKey, QueueDep, SessionDep, StoreDep
-from service.errors import BadRequest, NotFound, ServiceUnavailable, responses
-from service.models import JOB_STATUSES, Artifact, Job, JobEvent
+from service.deps import CurrentKey, QueueDep, SessionDep
+from service.errors import BadRequest, ServiceUnavailable, responses
+from service.models import Job, JobEvent
 from service.pagination import envelope, page
-from service.schemas import ArtifactObject, EventObject, JobCreate, JobObject, ListObject
+from service.schemas import EventList, JobCreate, JobList, JobObject, JobStatus
 
 router = APIRouter(tags=["jobs"])
-Status = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+REPLAY = {200: {"model": JobObject, "description": "An idempotent replay: the job this Idempotency-Key created"}}
 
 
-@router.post("/v1/jobs", response_model=JobObject, status_code=201, responses=responses(400, 401, 404, 409, 422, 503))
+@router.post(
+    "/v1/jobs",
+    response_model=JobObject,
+    status_code=201,
+    operation_id="createJob",
+    responses={**REPLAY, **responses(400, 401, 404, 409, 422, 429, 503)},
+)
 def create_job(
     body: JobCreate,
     response: Response,
@@ -46,26 +51,34 @@ def create_job(
     return job_service.render(job)
 
 
-@router.get("/v1/jobs", response_model=ListObject[JobObject], responses=responses(400, 401, 422))
+@router.get("/v1/jobs", response_model=JobList, operation_id="listJobs", responses=responses(400, 401, 422))
 def list_jobs(
     key: CurrentKey,
     session: SessionDep,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    status: Status | None = None,
+    status: JobStatus | None = None,
 ):
     query = select(Job).where(Job.owner == key.owner)
     if status is not None:
-        query = query.where(Job.status == status)
+        query = query.where(Job.status == status.value)
     return page(session, query, Job, owner=key.owner, after=after, limit=limit, render=job_service.render)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobObject, responses=responses(401, 404))
+@router.get(
+    "/v1/jobs/{job_id}",
+    response_model=JobObject,
+    operation_id="getJob",
+    description="A job: status, progress, its latest progress report (live), metrics, warnings and error. Poll it: "
+    "it shows the worker's progress about a second late at most.",
+    responses=responses(401, 404),
+)
 async def get_job(job_id: str, key: CurrentKey, request: Request):
     """The route clients poll. A rendered job is reused for JOB_CACHE_S (the worker writes progress about once a
     second, so a poll sees it at most that much later); otherwise one thread-pool hand-off reads it."""
-    # (The docstring is the route's OpenAPI description.) Polls of this job that miss the cache while a read is under
-    # way share that read: an expired entry polled by 50 clients costs one hand-off and one query, not 50.
+    # (The document's description is the decorator's: this docstring is for readers of the code.) Polls of this job
+    # that miss the cache while a read is under way share that read: an expired entry polled by 50 clients costs one
+    # hand-off and one query, not 50.
     state = request.app.state
     cached = (key.owner, job_id)
     body = state.job_cache.get(cached)
@@ -82,7 +95,13 @@ async def get_job(job_id: str, key: CurrentKey, request: Request):
     return Response(body, media_type="application/json")
 
 
-@router.get("/v1/jobs/{job_id}/events", response_model=ListObject[EventObject], responses=responses(400, 401, 404))
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    response_model=EventList,
+    operation_id="listJobEvents",
+    summary="List a job's events",
+    responses=responses(400, 401, 404),
+)
 def list_events(
     job_id: str,
     key: CurrentKey,
@@ -93,7 +112,7 @@ def list_events(
     """Newest first. ``after`` is an event id (``evt_...``) from a previous page."""
     job_service.get_job(session, owner=key.owner, job_id=job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after is not None:
+    if after:  # an empty cursor is no cursor
         if not after.startswith("evt_") or not after[4:].isdigit():
             raise BadRequest(f"no event {after!r} to page after", param="after")
         query = query.where(JobEvent.id < int(after[4:]))
@@ -101,35 +120,11 @@ def list_events(
     return envelope([job_service.render_event(e) for e in rows[:limit]], has_more=len(rows) > limit)
 
 
-@router.post("/v1/jobs/{job_id}/cancel", response_model=JobObject, responses=responses(401, 404, 409))
+@router.post(
+    "/v1/jobs/{job_id}/cancel", response_model=JobObject, operation_id="cancelJob", responses=responses(401, 404, 409)
+)
 def cancel_job(job_id: str, key: CurrentKey, session: SessionDep, request: Request):
     """Idempotent: cancelling a cancelled job returns it; a job that already succeeded or failed is a 409."""
     job = job_service.render(job_service.cancel_job(session, owner=key.owner, job_id=job_id))
     request.app.state.job_cache.drop((key.owner, job_id))  # the caller sees its own change at once
     return job
-
-
-@router.get("/v1/jobs/{job_id}/artifacts", response_model=ListObject[ArtifactObject], responses=responses(401, 404))
-def list_artifacts(job_id: str, key: CurrentKey, session: SessionDep):
-    job_service.get_job(session, owner=key.owner, job_id=job_id)
-    rows = list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at)))
-    return envelope([job_service.render_artifact(a) for a in rows], has_more=False)
-
-
-@router.get("/v1/artifacts/{artifact_id}", response_model=ArtifactObject, responses=responses(401, 404))
-def get_artifact(artifact_id: str, key: CurrentKey, session: SessionDep):
-    artifact = session.get(Artifact, artifact_id)
-    if artifact is None or artifact.owner != key.owner:
-        raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
-    return job_service.render_artifact(artifact)
-
-
-@router.get("/v1/artifacts/{artifact_id}/content", response_class=FileResponse, responses=responses(401, 404))
-def artifact_content(artifact_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
-    """The artifact's bytes; ``X-Content-SHA256`` carries its digest; ``Range`` requests are honoured."""
-    artifact = session.get(Artifact, artifact_id)
-    if artifact is None or artifact.owner != key.owner:
-        raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
-    return FileResponse(
-        store.path(artifact.sha256), filename=artifact.filename, headers={"X-Content-SHA256": artifact.sha256}
-    )

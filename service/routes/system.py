@@ -14,10 +14,11 @@ from service.deps import CurrentKey, SessionDep
 from service.errors import responses
 from service.jobs import parse_recipe
 from service.models import JOB_STATUSES, Job
-from service.schemas import Estimate, EstimateRequest
+from service.schemas import Estimate, EstimateRequest, Health, Readiness, RecipeSchema
 from service.supervisor import read_worker_status
 
-router = APIRouter(tags=["system"])
+router = APIRouter()  # tags per route: the estimate and the recipe schema are resources of their own
+SYSTEM = ["system"]
 
 
 def _freeze_long_lived() -> None:
@@ -45,13 +46,20 @@ def _after_first_estimate() -> None:
     _freeze_long_lived()
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health, operation_id="getHealth", summary="Health", tags=SYSTEM)
 def healthz():
     """The process is up."""
-    return {"status": "ok"}
+    return Health()
 
 
-@router.get("/readyz", responses={503: {"description": "database or broker unreachable"}})
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    operation_id="getReadiness",
+    summary="Readiness",
+    tags=SYSTEM,
+    responses={503: {"model": Readiness, "description": "Something the service needs does not answer"}},
+)
 def readyz(request: Request):
     """The database and the broker answer. Under ``sparseqd serve``, ``worker`` tells the embedded worker's state
     (running, or restarting after it died), its pid and how often it was restarted."""
@@ -71,7 +79,13 @@ def readyz(request: Request):
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    operation_id="getMetrics",
+    summary="Prometheus metrics",
+    tags=SYSTEM,
+)
 def metrics(request: Request, session: SessionDep):
     """Prometheus text format: jobs by state, queue depth, request latency."""
     registry = CollectorRegistry()
@@ -85,15 +99,29 @@ def metrics(request: Request, session: SessionDep):
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/schemas/recipe")
+@router.get(
+    "/v1/schemas/recipe",
+    response_model=RecipeSchema,
+    operation_id="getRecipeSchema",
+    summary="The recipe's JSON Schema",
+    tags=["jobs"],
+)
 def recipe_schema():
-    """The JSON Schema of a job recipe (compress.spec.Recipe), version 1: what ``POST /v1/jobs`` takes as ``recipe``."""
+    """The JSON Schema of a job recipe (compress.spec.Recipe), version 1: what ``POST /v1/jobs`` takes as ``recipe``
+    (the same as this document's Recipe component, whose definitions are components here too)."""
     from compress.spec import recipe_json_schema
 
-    return recipe_json_schema()
+    return JSONResponse(recipe_json_schema())  # as it is: the response model only documents it
 
 
-@router.post("/v1/estimate", response_model=Estimate, responses=responses(401, 422))
+@router.post(
+    "/v1/estimate",
+    response_model=Estimate,
+    operation_id="estimateRecipe",
+    summary="Estimate a recipe's cost",
+    tags=["estimate"],
+    responses=responses(400, 401, 422),
+)
 def estimate(body: EstimateRequest, key: CurrentKey):
     """Trainable parameters, checkpoint size, FLOPs per step and training memory of a recipe, before any compute."""
     compute = _estimator()
