@@ -8,11 +8,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import session_scope
 from service.errors import BadRequest, Conflict, NotFound
 from service.models import LIVE, Artifact, File, Job, utcnow
-from service.schemas import FileObject, unix
+from service.schemas import FileObject, FilePurpose, unix
 from service.storage import BlobStore
 from service.upload import Upload
 
-PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights", "vocabulary")
+PURPOSES = tuple(purpose.value for purpose in FilePurpose)
 MAX_LISTED_TENSORS = 4096  # names and shapes kept in a weights file's stats (for the check at job creation)
 
 

@@ -38,6 +38,7 @@ class FilePurpose(StrEnum):
     tagging_conll = "tagging_conll"
     trajectories = "trajectories"
     weights = "weights"
+    vocabulary = "vocabulary"  # the token order of a user's own weights: one token a line, line n is id n - 1
 
 
 class FileStatus(StrEnum):

@@ -24,7 +24,7 @@ from service.models import JOB_STATUSES
 from service.routes import files as file_routes
 from service.routes import jobs as job_routes
 from service.routes import system as system_routes
-from service.schemas import EstimateRequest, JobCreate
+from service.schemas import EstimateRequest, JobCreate, JobStatus
 from service.ui import session as ui_session
 from service.ui import views
 from service.ui.session import UiKey
@@ -100,7 +100,8 @@ def jobs_page(
     status = status or None
     if status is not None and status not in JOB_STATUSES:
         raise BadRequest(f"no job status {status!r}; one of {', '.join(JOB_STATUSES)}", param="status")
-    listing = job_routes.list_jobs(key=key, session=session, after=after, limit=25, status=status)
+    chosen = JobStatus(status) if status is not None else None
+    listing = job_routes.list_jobs(key=key, session=session, after=after, limit=25, status=chosen)
     return page(request, "jobs.html", key=key, jobs=listing, status=status)
 
 
