@@ -21,6 +21,7 @@ from service import jobs as job_service
 from service.deps import QueueDep, SessionDep, SettingsDep, StoreDep
 from service.errors import APIError, BadRequest
 from service.models import JOB_STATUSES
+from service.routes import artifacts as artifact_routes
 from service.routes import files as file_routes
 from service.routes import jobs as job_routes
 from service.routes import system as system_routes
@@ -173,7 +174,7 @@ def _form(session, key, recipe: str, files: dict[str, str], idempotency_key: str
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, key: UiKey, session: SessionDep, store: StoreDep):
     job = job_service.render(job_service.get_job(session, owner=key.owner, job_id=job_id))
-    artifacts = job_routes.list_artifacts(job_id=job_id, key=key, session=session).data
+    artifacts = artifact_routes.list_artifacts(job_id=job_id, key=key, session=session).data
     report_artifact = views.report_artifact(artifacts)
     report = None
     if report_artifact is not None:
@@ -234,4 +235,7 @@ async def upload(request: Request, key: UiKey, session: SessionDep, store: Store
 @router.get("/artifacts/{artifact_id}/content")
 def artifact(artifact_id: str, key: UiKey, session: SessionDep, store: StoreDep):
     """Downloads and the pictures on the job page (an <img> shows an attachment all the same)."""
-    return job_routes.artifact_content(artifact_id=artifact_id, key=key, session=session, store=store)
+    response = artifact_routes.artifact_content(artifact_id=artifact_id, key=key, session=session, store=store)
+    if response.headers.get("content-disposition", "").rstrip('"').endswith(".png"):
+        response.headers["content-type"] = "image/png"  # the API sends bytes; a page shows them as a picture
+    return response
