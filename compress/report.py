@@ -8,6 +8,7 @@ stores its small dense blocks instead.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,9 @@ def save_plots(
             axes[1].axhline(value, linestyle=":", color="gray", label=f"{name} ({value:.4g})")
         axes[0].set(xlabel="training step", ylabel="training loss", title="training loss")
         axes[1].set(xlabel="training step", ylabel=metric, title=f"{metric} at each evaluation")
+        values = [h[metric] for h in history if h[metric] > 0]
+        if values and max(values) > 5 * min(values):  # an untrained first evaluation would flatten the rest
+            axes[1].set_yscale("log")
         sparsity = [h.get("pruned_sparsity") for h in history]
         if any(v is not None for v in sparsity):
             twin = axes[1].twinx()
@@ -255,11 +259,22 @@ def save_tradeoff_plot(
         points.append(("reference (your weights)", report["dense_checkpoint_bytes"], verdict["reference"]))
     speed = report.get("speed") or {}
     panels = 2 if speed.get("speedup_latency") else 1
-    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
     axis = axes[0][0]
     for index, (label, size, value) in enumerate(points):
         axis.scatter([size / 1e6], [value], s=60, color=f"C{index}", label=f"{label}: {value:.4g}", zorder=3)
-    axis.set(xlabel="checkpoint size (MB)", ylabel=metric, title="quality against size")
+    if len(points) > 1:  # from the reference to this job: what the compression cost and saved
+        (_, size, value), (_, ref_size, ref_value) = points[0], points[1]
+        axis.annotate(
+            "",
+            xy=(size / 1e6, value),
+            xytext=(ref_size / 1e6, ref_value),
+            arrowprops={"arrowstyle": "->", "color": "gray"},
+        )
+        axis.set_title(f"quality against size: {size / ref_size:.2f}x the size, {value / ref_value:.3g}x the {metric}")
+    axis.set(xlabel="checkpoint size (MB, log scale)", ylabel=metric)
+    if len(points) == 1:
+        axis.set_title("quality against size")
     axis.set_xscale("log")
     axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=8)
@@ -271,7 +286,7 @@ def save_tradeoff_plot(
         speed_axis.grid(alpha=0.3)
         speed_axis.legend(fontsize=8)
     if title:
-        figure.suptitle(title, fontsize=9)
+        figure.suptitle(textwrap.fill(title, 110), fontsize=8)
     figure.tight_layout()
     path = Path(directory) / "tradeoff.png"
     figure.savefig(path, dpi=100)
