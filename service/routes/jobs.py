@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from service import jobs as job_service
-from service.deps import CurrentKey, QueueDep, SessionDep, StoreDep
+from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep, StoreDep
 from service.errors import BadRequest, NotFound, ServiceUnavailable, responses
 from service.models import JOB_STATUSES, Artifact, Job, JobEvent
 from service.pagination import envelope, page
@@ -25,10 +25,14 @@ def create_job(
     key: CurrentKey,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ):
-    """Validate the recipe and its files, commit the job, then enqueue it (so no request leaves a phantom job)."""
-    job, created = job_service.create_job(session, owner=key.owner, body=body, idempotency_key=idempotency_key)
+    """Validate the recipe and its files, check its estimate against the service's limits, commit the job, then
+    enqueue it (so no request leaves a phantom job)."""
+    job, created = job_service.create_job(
+        session, owner=key.owner, body=body, idempotency_key=idempotency_key, settings=settings
+    )
     if not created:
         response.status_code = 200
         return job_service.render(job)

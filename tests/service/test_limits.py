@@ -1,0 +1,144 @@
+"""Admission by the estimate and bounded uploads, through the API: refusals name the field, the figure and the limit."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.compress.test_checkpoint_limits import lying_checkpoint
+from tests.compress.test_data_limits import zip_bomb
+from tests.service.factories import upload
+
+ADDING = {
+    "task": {"type": "adding", "sequence_length": 8, "steps_per_epoch": 5},
+    "model": {"cell": "lstm", "hidden_size": 12},
+    "method": {"type": "dense"},
+    "training": {"epochs": 1, "batch_size": 4},
+}
+
+
+def with_changes(recipe: dict, **changes) -> dict:
+    """with_changes(ADDING, model__hidden_size=5): a deep copy with dotted (double-underscore) changes."""
+    import copy
+
+    recipe = copy.deepcopy(recipe)
+    for dotted, value in changes.items():
+        node = recipe
+        *path, last = dotted.split("__")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return recipe
+
+
+def submit(client, headers, recipe, files=None):
+    return client.post("/v1/jobs", headers=headers, json={"recipe": recipe, "files": files or {}})
+
+
+def figure(message: str, words: str) -> int:
+    match = re.search(words + r" is ([\d,]+), over this service's limit of ([\d,]+)", message)
+    assert match, message
+    return int(match.group(1).replace(",", ""))
+
+
+def test_a_model_over_the_parameter_limit_is_refused_with_the_figure(client, alice):
+    hidden = 65_536  # the schema's largest hidden size: an LSTM of 4 * 65,536^2 recurrent weights alone
+    response = submit(client, alice, with_changes(ADDING, model__hidden_size=hidden))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("limit_exceeded", "recipe.model.hidden_size")
+    parameters = figure(error["message"], "the model's parameter count")
+    # By hand: 4 gates x (hidden x hidden recurrent + hidden x 2 inputs + 2 biases) + a linear read-out.
+    assert 4 * hidden * (hidden + 2 + 2) <= parameters <= 4 * hidden * (hidden + 2 + 2) + hidden + 1
+    assert "200,000,000 (SPARSEQ_MAX_PARAMETERS)" in error["message"]
+
+
+def test_training_memory_and_work_limits_name_their_field(client, alice):
+    # batch 65,536 of 100,000-step sequences: within the schema, terabytes of activations
+    memory = submit(client, alice, with_changes(ADDING, training__batch_size=65_536, task__sequence_length=100_000))
+    assert memory.status_code == 422, memory.text
+    error = memory.json()["error"]
+    assert (error["code"], error["param"]) == ("limit_exceeded", "recipe.training.batch_size")
+    assert figure(error["message"], "the estimated training memory in bytes") > 10**12
+
+    epochs, steps = 10_000, 1_000_000
+    work = submit(client, alice, with_changes(ADDING, training__epochs=epochs, task__steps_per_epoch=steps))
+    assert work.status_code == 422, work.text
+    error = work.json()["error"]
+    assert (error["code"], error["param"]) == ("limit_exceeded", "recipe.training.epochs")
+    assert figure(error["message"], r"the work \(tokens trained on over 1 run\(s\)\)") == epochs * steps * 4 * 8
+
+
+def test_the_work_of_a_text_job_is_its_file_s_tokens_times_epochs_times_runs(make_app, lm_bytes):
+    from fastapi.testclient import TestClient
+
+    from tests.service.factories import lm_recipe, new_key
+
+    tokens = sum(len(line.split()) for line in lm_bytes.decode().splitlines())
+    app = make_app(max_work_tokens=tokens * 3 - 1)  # two runs of one epoch fit, three do not
+    headers = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
+    with TestClient(app) as client:
+        train = upload(client, headers, lm_bytes).json()["id"]
+        two = with_changes(lm_recipe(), baselines=["dense_full"])
+        assert submit(client, headers, two, {"train": train}).status_code == 201
+        three = with_changes(lm_recipe(), baselines=["dense_full", "dense_same_params"])
+        refused = submit(client, headers, three, {"train": train})
+        assert refused.status_code == 422, refused.text
+        message = refused.json()["error"]["message"]
+        assert figure(message, r"the work \(tokens trained on over 3 run\(s\)\)") == 3 * tokens
+
+
+def test_a_time_budget_beyond_the_job_time_limit_is_refused(make_app):
+    from fastapi.testclient import TestClient
+
+    from tests.service.factories import new_key
+
+    app = make_app(job_time_limit_s=600)
+    headers = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
+    with TestClient(app) as client:
+        assert submit(client, headers, with_changes(ADDING, training__time_budget_s=600)).status_code == 201
+        response = submit(client, headers, with_changes(ADDING, training__time_budget_s=601))
+    error = response.json()["error"]
+    assert response.status_code == 422 and error["param"] == "recipe.training.time_budget_s"
+    assert "is 601, over this service's limit of 600 (SPARSEQ_JOB_TIME_LIMIT_S)" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "param"),
+    [
+        ({"model__hidden_size": 10**30}, "recipe.model.hidden_size"),
+        ({"training__batch_size": 10**9}, "recipe.training.batch_size"),
+        ({"task__sequence_length": 10**7}, "recipe.task.sequence_length"),
+        ({"training__epochs": 10**9}, "recipe.training.epochs"),
+        ({"task": {"type": "navigation", "place_cells": 10**8}}, "recipe.task.place_cells"),
+    ],
+)
+def test_the_absurd_recipes_of_issue_12_are_422s(client, alice, changes, param):
+    response = submit(client, alice, with_changes(ADDING, **changes))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+
+
+def test_a_zip_bomb_upload_is_refused_and_nothing_is_kept(client, alice, store, tmp_path, make_app):
+    bomb = tmp_path / "bomb.npz"
+    zip_bomb(bomb, 128 << 20)
+    response = upload(client, alice, bomb.read_bytes(), purpose="trajectories", filename="walks.npz")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("file_refused", "file")
+    assert error["message"].startswith("the file was refused: array 'velocity': compressed")
+    assert "is this a zip bomb?" in error["message"]
+    assert [p for p in store.root.rglob("*") if p.is_file()] == []  # neither a blob nor a staged leftover
+    assert client.get("/v1/files", headers=alice).json()["data"] == []
+
+
+def test_the_lying_checkpoint_is_stored_as_an_invalid_weights_file(client, alice):
+    response = upload(client, alice, lying_checkpoint(), purpose="weights", filename="lying.safetensors")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "error" and "declares more than 1,073,741,824 entries" in body["status_details"]
+    # ... so no job can use it as init_from
+    recipe = with_changes(ADDING, init_from=body["id"])
+    refused = submit(client, alice, recipe)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "recipe.init_from"
