@@ -7,12 +7,18 @@ from its last training state. Terminal states are never changed.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -202,11 +208,86 @@ def _release_quietly(sessions, store: BlobStore, job_id: str, digests: set[str])
             log.warning("job %s: the blob %s of a replaced artifact was not released (%s)", job_id, sha, error)
 
 
+@dataclass
+class JobResult:
+    """What the job's process sends back from compress.run's Result: its metrics and report whole (JSON), its files."""
+
+    metrics: dict
+    report: dict
+    files: list[Path]
+
+
+class JobFailed(Exception):
+    """The job's process reported a failure (or died): ``code`` is the job's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def job_fields(result: JobResult) -> dict:
+    """The job's fields from compress.run's result."""
+    metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
+    metrics["sparsity"] = result.report["parameters"]["sparsity"]
+    metrics["checkpoint_bytes"] = result.report["checkpoint_bytes"]
+    return {"metrics": metrics}
+
+
+def compute(settings, job: Job, data: dict[str, Path], work: Path) -> JobResult:
+    """compress.run for the job in a process of its own (workers.job_process), under the memory ceiling and the time
+    limit; raises Cancelled, JobFailed, or whatever interrupts this worker (which then ends the process too)."""
+    from compress.train import Cancelled
+
+    result_path = work / "result.json"
+    result_path.unlink(missing_ok=True)
+    request = {
+        "job_id": job.id,
+        "parent_pid": os.getpid(),
+        "database_url": settings.resolved_database_url,
+        "recipe": job.recipe,
+        "data": {role: str(path) for role, path in data.items()},
+        "output_dir": str(work / "output"),
+        "state_path": str(work / "training-state.pt"),
+        "result_path": str(result_path),
+        "memory_limit_bytes": settings.job_memory_limit_bytes,
+    }
+    child = subprocess.Popen([sys.executable, "-m", "workers.job_process"], stdin=subprocess.PIPE, cwd=work)
+    try:
+        child.stdin.write(json.dumps(request).encode())
+        child.stdin.close()
+        try:
+            child.wait(timeout=settings.job_time_limit_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise JobFailed(
+                "time_limit",
+                f"the job ran past its time limit of {settings.job_time_limit_s:,} s (SPARSEQ_JOB_TIME_LIMIT_S) and "
+                "was stopped; set training.time_budget_s to stop training in time and keep the result",
+            ) from None
+    finally:
+        if child.poll() is None:  # this worker is being stopped: its job's process goes with it
+            child.kill()
+            child.wait()
+    if not result_path.exists():
+        if child.returncode == -signal.SIGKILL:
+            raise JobFailed(
+                "out_of_memory",
+                "the job's process was killed, most likely by the kernel for lack of memory; ask for less: a smaller "
+                "model or batch",
+            )
+        raise JobFailed("crashed", f"the job's process ended without a result (exit status {child.returncode})")
+    outcome = json.loads(result_path.read_text())
+    if outcome["status"] == "cancelled":
+        raise Cancelled()
+    if outcome["status"] == "failed":
+        raise JobFailed(str(outcome["code"]), outcome["message"])
+    return JobResult(outcome["metrics"], outcome["report"], [Path(p) for p in outcome["files"]])
+
+
 def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     """Run one job to a terminal state (or leave it running for redelivery if this process dies)."""
-    import compress
-    from compress.spec import Recipe
-    from compress.train import Callbacks, Cancelled
+    from compress.train import Cancelled
 
     settings, sessions, store = _Context.get()
     outcome = claim(sessions, job_id, settings.max_attempts, timedelta(seconds=settings.stale_after_s))
@@ -218,30 +299,19 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         session.expunge(job)
     work = (work_root or settings.data_dir / "work") / job_id
     work.mkdir(parents=True, exist_ok=True)
-    reporter = JobReporter(sessions, job_id)
     heartbeat = _Heartbeat(sessions, job_id)
-    callbacks = Callbacks(
-        progress=reporter.progress,
-        event=reporter.event,
-        cancelled=reporter.cancelled,
-        state_path=work / "training-state.pt",
-        progress_every=1.0,
-    )
     staged: list[Staged] = []
     replaced: set[str] = set()
     try:
         heartbeat.start()
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             data = _materialise(store, sessions, job, Path(scratch))
-            recipe = Recipe.model_validate(job.recipe)
-            result = compress.run(recipe, data, callbacks, output_dir=work / "output")
-        metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}
-        metrics["sparsity"] = result.report["parameters"]["sparsity"]
-        metrics["checkpoint_bytes"] = result.report["checkpoint_bytes"]
+            result = compute(settings, job, data, work)
+        fields = job_fields(result)
         for path in result.files:
             staged.append((path, *store.stage_file(path)))
         replaced = record_artifacts(sessions, store, job_id, job.owner, staged)
-        _finish(sessions, job_id, status="succeeded", progress=1.0, metrics=metrics)
+        _finish(sessions, job_id, status="succeeded", progress=1.0, **fields)
         outcome = "succeeded"
     except Cancelled:
         _finish(sessions, job_id, status="cancelled")
@@ -249,7 +319,8 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     except Exception as error:  # a user-facing message, the trace only in the worker's log
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         message = str(error) or type(error).__name__
-        _finish(sessions, job_id, status="failed", error={"code": type(error).__name__, "message": message[:2000]})
+        code = getattr(error, "code", type(error).__name__)
+        _finish(sessions, job_id, status="failed", error={"code": code, "message": message[:2000]})
         outcome = "failed"
     finally:
         heartbeat.stop()
