@@ -142,3 +142,51 @@ def test_the_lying_checkpoint_is_stored_as_an_invalid_weights_file(client, alice
     recipe = with_changes(ADDING, init_from=body["id"])
     refused = submit(client, alice, recipe)
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "recipe.init_from"
+
+
+# -- rate limits ------------------------------------------------------------------------------------------------------
+
+
+def test_job_creation_is_rate_limited_per_key_with_retry_after(make_app):
+    from fastapi.testclient import TestClient
+
+    from tests.service.factories import new_key
+
+    app = make_app(rate_limit_jobs="3/minute", rate_limit_storage_url="memory://")
+    alice = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
+    bob = {"Authorization": f"Bearer {new_key(app, 'bob')}"}
+    with TestClient(app) as client:
+        statuses = [submit(client, alice, ADDING).status_code for _ in range(5)]
+        refused = submit(client, alice, ADDING)
+        other = submit(client, bob, ADDING)
+        reads = client.get("/v1/jobs", headers=alice)
+    assert statuses == [201, 201, 201, 429, 429]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limited" and "3 per 1 minute" in refused.json()["error"]["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert other.status_code == 201  # per key: bob has his own count
+    assert reads.status_code == 200 and len(reads.json()["data"]) == 3  # reads are not limited; 3 jobs exist
+    print(f"rate limit drill: 7 submissions, 3 created for alice, 1 for bob, {statuses.count(429) + 1} x 429")
+
+
+def test_uploads_are_limited_in_the_broker_s_redis_shared_by_api_processes(make_app, lm_bytes):
+    """Two apps on one Redis are two API processes: the count is the key's, wherever its requests land."""
+    from fastapi.testclient import TestClient
+
+    from tests.service.factories import new_key
+
+    first, second = make_app(rate_limit_uploads="2/hour"), make_app(rate_limit_uploads="2/hour")
+    headers = {"Authorization": f"Bearer {new_key(first, 'alice')}"}
+    with TestClient(first) as one, TestClient(second) as two:
+        answers = [upload(client, headers, lm_bytes) for client in (one, two, one, two)]
+    assert [a.status_code for a in answers] == [201, 201, 429, 429]
+    assert 3000 < int(answers[2].headers["Retry-After"]) <= 3600
+
+
+def test_a_request_without_a_key_is_answered_by_the_route_not_the_limit(make_app):
+    from fastapi.testclient import TestClient
+
+    app = make_app(rate_limit_jobs="1/minute", rate_limit_storage_url="memory://")
+    with TestClient(app) as client:
+        codes = [client.post("/v1/jobs", json={"recipe": ADDING}).status_code for _ in range(3)]
+    assert codes == [401, 401, 401]
