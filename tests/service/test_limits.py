@@ -190,3 +190,28 @@ def test_a_request_without_a_key_is_answered_by_the_route_not_the_limit(make_app
     with TestClient(app) as client:
         codes = [client.post("/v1/jobs", json={"recipe": ADDING}).status_code for _ in range(3)]
     assert codes == [401, 401, 401]
+
+
+# -- /metrics ---------------------------------------------------------------------------------------------------------
+
+
+def test_metrics_carry_no_per_tenant_detail_and_can_require_their_own_token(make_app, lm_bytes):
+    from fastapi.testclient import TestClient
+
+    from tests.service.factories import new_key
+
+    app = make_app(metrics_token="metrics-token-for-the-scraper")
+    alice = {"Authorization": f"Bearer {new_key(app, 'alice-owner')}"}
+    bob = {"Authorization": f"Bearer {new_key(app, 'bob-owner')}"}
+    with TestClient(app) as client:
+        jobs = [submit(client, headers, ADDING).json()["id"] for headers in (alice, bob, bob)]
+        anonymous = client.get("/metrics")
+        with_a_user_key = client.get("/metrics", headers=alice)
+        scraper = client.get("/metrics", headers={"Authorization": "Bearer metrics-token-for-the-scraper"})
+    assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_token"
+    assert with_a_user_key.status_code == 401  # a tenant's key is not the scraper's
+    assert scraper.status_code == 200
+    text = scraper.text
+    assert 'sparseq_jobs{state="queued"} 3.0' in text  # the service's total...
+    for detail in ("alice-owner", "bob-owner", "owner", "key_", *jobs):  # ...and nothing per tenant
+        assert detail not in text
