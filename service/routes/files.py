@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import mimetypes
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from service import files as file_service
@@ -72,7 +74,25 @@ def get_file(file_id: str, key: CurrentKey, session: SessionDep):
 @router.get("/{file_id}/content", response_class=FileResponse, responses=responses(401, 404))
 def file_content(file_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
     file = file_service.get_file(session, owner=key.owner, file_id=file_id)
-    return FileResponse(store.path(file.sha256), filename=file.filename, headers={"X-Content-SHA256": file.sha256})
+    # Opened here, not when the response starts (FileResponse's way): a deletion committing in between, its blob
+    # released, made that a 500. An open file keeps its bytes until it is closed.
+    try:
+        handle = open(store.path(file.sha256), "rb")  # noqa: SIM115 - closed by the response's iterator
+    except FileNotFoundError:
+        session.rollback()  # a fresh look: deleted meanwhile is a 404; a live file without its bytes stays a 500
+        file_service.get_file(session, owner=key.owner, file_id=file_id)
+        raise
+    size = os.fstat(handle.fileno()).st_size
+    disposition = FileResponse(handle.name, filename=file.filename).headers["content-disposition"]
+
+    def chunks():
+        with handle:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+
+    headers = {"Content-Length": str(size), "Content-Disposition": disposition, "X-Content-SHA256": file.sha256}
+    media_type = mimetypes.guess_type(file.filename)[0] or "application/octet-stream"
+    return StreamingResponse(chunks(), media_type=media_type, headers=headers)
 
 
 @router.delete("/{file_id}", response_model=DeletedObject, responses=responses(401, 404, 409))

@@ -215,3 +215,30 @@ def test_metrics_carry_no_per_tenant_detail_and_can_require_their_own_token(make
     assert 'sparseq_jobs{state="queued"} 3.0' in text  # the service's total...
     for detail in ("alice-owner", "bob-owner", "owner", "key_", *jobs):  # ...and nothing per tenant
         assert detail not in text
+
+
+def test_a_file_deleted_while_its_content_is_requested_is_a_404_not_a_500(app, alice, store, lm_bytes, monkeypatch):
+    """The race schemathesis found (GET /content and DELETE side by side): the blob went between the read of the
+    file's row and the opening of its bytes."""
+    from fastapi.testclient import TestClient
+
+    from service import files as file_service
+    from tests.service.factories import upload_ok
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        created = upload_ok(client, alice, lm_bytes)
+        original = file_service.get_file
+        calls = []
+
+        def get_then_delete(session, **kwargs):
+            found = original(session, **kwargs)
+            if not calls:  # right after the route read the row: another request deletes the file and its blob
+                calls.append(1)
+                assert client.delete(f"/v1/files/{created['id']}", headers=alice).status_code == 200
+                assert not store.path(created["sha256"]).exists()
+            return found
+
+        monkeypatch.setattr(file_service, "get_file", get_then_delete)
+        response = client.get(f"/v1/files/{created['id']}/content", headers=alice)
+    assert calls and response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "not_found"
