@@ -1,4 +1,4 @@
-"""Per-key rate limits on job creation and uploads: 429 with ``Retry-After``.
+"""Per-key rate limits on job creation, uploads and estimates: 429 with ``Retry-After``.
 
 Counted by the ``limits`` library (moving windows, atomic Lua scripts in Redis) in the broker's Redis, so every API
 process of a deployment shares one count per key; ``memory://`` keeps them per process. A key is identified by the
@@ -38,6 +38,7 @@ class RateLimits:
         self.routes: dict[tuple[str, str], tuple[str, list[RateLimitItem]]] = {
             ("POST", "/v1/jobs"): ("jobs", parse_many(settings.rate_limit_jobs)),
             ("POST", "/v1/files"): ("uploads", parse_many(settings.rate_limit_uploads)),
+            ("POST", "/v1/estimate"): ("estimates", parse_many(settings.rate_limit_estimates)),
         }
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url(settings)))
 

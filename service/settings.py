@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     # Redis (or rate_limit_storage_url: "memory://" keeps the counts in each API process).
     rate_limit_jobs: str = "60/minute"
     rate_limit_uploads: str = "30/minute"
+    rate_limit_estimates: str = "120/minute"  # an estimate builds the model on the meta device: up to ~3 s of CPU
     rate_limit_storage_url: str | None = None
     # /metrics carries no per-tenant detail; with a token set it also needs "Authorization: Bearer <token>".
     metrics_token: str | None = None

@@ -71,7 +71,7 @@ def test_moduli_method_defaults_follow_the_paper():
     [
         ({"training.epoch": 3}, "training.epoch", "Extra inputs are not permitted"),
         ({"model.bidirectional": True}, "", "cannot be bidirectional"),
-        ({"method.recurrent.components": 400}, "", "cannot exceed model.hidden_size"),
+        ({"method.recurrent.components": 200, "model.hidden_size": 100}, "", "cannot exceed model.hidden_size"),
         ({"method.recurrent.input_density": 0.2}, "method.recurrent", "at least 1/components"),
         ({"method.recurrent.budget_of": {"hidden_scale": 1.5}}, "method.recurrent", "not both"),
         ({"method.type": "quantize"}, "method", "does not match any of the expected tags"),

@@ -183,6 +183,18 @@ def test_uploads_are_limited_in_the_broker_s_redis_shared_by_api_processes(make_
     assert 3000 < int(answers[2].headers["Retry-After"]) <= 3600
 
 
+def test_estimates_are_limited_too(make_app):
+    from fastapi.testclient import TestClient
+
+    from tests.service.factories import new_key
+
+    app = make_app(rate_limit_estimates="2/minute", rate_limit_storage_url="memory://")
+    headers = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
+    with TestClient(app) as client:
+        codes = [client.post("/v1/estimate", headers=headers, json={"recipe": ADDING}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
 def test_a_request_without_a_key_is_answered_by_the_route_not_the_limit(make_app):
     from fastapi.testclient import TestClient
 

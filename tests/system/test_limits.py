@@ -205,7 +205,7 @@ def test_a_bounded_schemathesis_run_finds_no_server_error(server, tmp_path):
         "--max-examples",
         "10",
         "--max-time",
-        "60",
+        "45",
         "--workers",
         "2",
         "--seed",
