@@ -45,10 +45,16 @@ def address_space_bytes() -> int:
 
 
 def apply_memory_ceiling(limit_bytes: int) -> int | None:
-    """RLIMIT_AS at what the process holds now plus ``limit_bytes``; returns the ceiling (None where not applied)."""
+    """RLIMIT_AS at what the process holds now plus ``limit_bytes``; returns the ceiling (None where not applied).
+
+    With CUDA the address space cannot be limited (the driver reserves far more than it uses): the ceiling applies
+    to each GPU's memory instead (PyTorch's caching allocator refuses allocations past the fraction)."""
     import torch
 
-    if torch.cuda.is_available():  # the CUDA driver reserves far more address space than it uses
+    if torch.cuda.is_available():
+        for device in range(torch.cuda.device_count()):
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, limit_bytes / total), device)
         return None
     ceiling = address_space_bytes() + limit_bytes
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
