@@ -17,6 +17,7 @@ sha256 of every stored entry. Loading verifies each checksum and names the tenso
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -36,6 +37,10 @@ _ESCAPE = 255
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be trusted or read; the message says which tensor or field and why."""
+
+
+class NotACheckpoint(CheckpointError):
+    """A readable safetensors file without a sparseq manifest (plain weights)."""
 
 
 # -- encodings --------------------------------------------------------------------------------------------------------
@@ -201,48 +206,218 @@ def save_tensors(
     return full
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest alone (cheap: reads only the header)."""
-    from safetensors import safe_open
+# -- reading, bounded --------------------------------------------------------------------------------------------------
 
+# The safetensors header is JSON of a size the file's first 8 bytes declare: read no more than this of it. A sparseq
+# manifest holds the recipe, the metrics, the history and the vocabulary (a 1M-word vocabulary is about 10 MiB).
+MAX_HEADER_BYTES = 16 << 20
+# Decoding materialises every tensor densely, and the gaps encoding stores nothing for trailing zeros, so a tiny file
+# can truthfully declare a huge tensor. Loading refuses more than this many entries in all (4 GiB of float32).
+MAX_ENTRIES = 1 << 30
+MAX_DIMS = 16
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+TORCH_DTYPES = {
+    "float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One entry of a safetensors header, checked: its dtype, shape and byte range agree with one another and the
+    file."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_DIMS:
+        raise CheckpointError(f"{where}: the shape must be a list of at most {MAX_DIMS} sizes, got {value!r:.80}")
+    if not all(isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 1 << 62 for size in value):
+        raise CheckpointError(f"{where}: the shape must hold non-negative integers, got {value!r:.80}")
+    return tuple(value)
+
+
+def read_header(path: str | Path) -> tuple[dict[str, StoredEntry], dict[str, str]]:
+    """The stored entries and the metadata of a safetensors file, from its header alone, in bounded memory.
+
+    Every entry is checked against the file before anything else reads it: a known dtype, a shape, a byte range inside
+    the file whose length is exactly the shape's size, no two entries overlapping - so whatever is allocated later for
+    a stored entry is bounded by the file's own size.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CheckpointError(
+                f"{path.name}: not a readable safetensors file ({size} bytes, shorter than its 8-byte header)"
+            )
+        length = int.from_bytes(prefix, "little")
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(
+                f"{path.name}: not a readable safetensors file (its header claims {length:,} bytes; the file has "
+                f"{size - 8:,} after the length and headers are limited to {MAX_HEADER_BYTES:,})"
+            )
+        raw = handle.read(length)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for a broken header
-        raise CheckpointError(f"{Path(path).name}: not a readable safetensors file ({error})") from None
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CheckpointError(
+            f"{path.name}: not a readable safetensors file (the header is not JSON: {error})"[:300]
+        ) from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path.name}: not a readable safetensors file (the header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path.name}: the safetensors metadata must map names to strings")
+    data_bytes = size - 8 - length
+    entries = {}
+    for name, entry in header.items():
+        where = f"{path.name}: entry {name!r:.80}"
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise CheckpointError(f"{where}: must have exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = entry["dtype"], _shape(entry["shape"], where), entry["data_offsets"]
+        if dtype not in DTYPE_BYTES:
+            raise CheckpointError(f"{where}: unknown dtype {dtype!r:.40}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise CheckpointError(f"{where}: data_offsets must be two integers")
+        start, end = offsets
+        if not 0 <= start <= end <= data_bytes:
+            raise CheckpointError(f"{where}: bytes {start:,}..{end:,} lie outside the file's {data_bytes:,} data bytes")
+        declared = math.prod(shape) * DTYPE_BYTES[dtype]
+        if declared != end - start:
+            raise CheckpointError(
+                f"{where}: its shape {list(shape)} of {dtype} needs {declared:,} bytes, the file gives it "
+                f"{end - start:,}"
+            )
+        entries[name] = StoredEntry(dtype, shape, start, end)
+    ranges = sorted((e.start, e.end) for e in entries.values() if e.end > e.start)
+    if any(previous_end > start for (_, previous_end), (start, _) in itertools.pairwise(ranges)):
+        raise CheckpointError(f"{path.name}: two stored entries overlap")
+    return entries, metadata
+
+
+def _manifest_from(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     if MANIFEST_KEY not in metadata:
-        raise CheckpointError(f"{Path(path).name}: no sparseq manifest in the metadata (not a sparseq checkpoint)")
+        raise NotACheckpoint(f"{path.name}: no sparseq manifest in the metadata (not a sparseq checkpoint)")
     try:
         manifest = json.loads(metadata[MANIFEST_KEY])
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{Path(path).name}: the manifest is not valid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path.name}: the manifest is not valid JSON ({error})"[:300]) from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path.name}: the manifest is not a JSON object")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{Path(path).name}: format {manifest.get('format')!r} version {manifest.get('format_version')!r}, "
+            f"{path.name}: format {manifest.get('format')!r:.40} version {manifest.get('format_version')!r:.20}, "
             f"this library reads {FORMAT!r} version {FORMAT_VERSION}"
         )
+    if not isinstance(manifest.get("tensors"), dict):
+        raise CheckpointError(f"{path.name}: the manifest lists no tensors")
     return manifest
 
 
-def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Decode every tensor, verifying each stored entry's sha256; returns (tensors, manifest)."""
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest alone (cheap: reads only the header)."""
+    _, metadata = read_header(path)
+    return _manifest_from(Path(path), metadata)
+
+
+def check_manifest(
+    path: str | Path, *, max_entries: int = MAX_ENTRIES
+) -> tuple[dict[str, Any], dict[str, TensorRecord]]:
+    """The manifest and its tensor records, each checked against the stored entries it names, from the header alone.
+
+    After this, decoding allocates no more than ``max_entries`` dense entries in all, plus what the file itself holds:
+    a record's parts exist with the sizes its encoding implies (a dense part of the record's shape, values of its nnz,
+    a bitmask of one bit an entry, at least one gap byte per kept entry).
+    """
+    path = Path(path)
+    stored, metadata = read_header(path)
+    manifest = _manifest_from(path, metadata)
+    records, total = {}, 0
+    for name, entry in manifest["tensors"].items():
+        where = f"{path.name}: tensor {name!r:.80}"
+        try:
+            record = TensorRecord(
+                name, entry["encoding"], _shape(entry["shape"], where), entry["dtype"], int(entry["nnz"]),
+                dict(entry["sha256"]),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{where}: malformed manifest entry ({error})"[:300]) from None
+        if record.encoding not in ENCODINGS:
+            raise CheckpointError(f"{where}: unknown encoding {record.encoding!r:.40}")
+        if record.dtype not in TORCH_DTYPES:
+            raise CheckpointError(f"{where}: unknown dtype {record.dtype!r:.40}")
+        if not 0 <= record.nnz <= record.numel:
+            raise CheckpointError(f"{where}: nnz {record.nnz:,} is not between 0 and its {record.numel:,} entries")
+        total += record.numel
+        if total > max_entries:
+            raise CheckpointError(
+                f"{where}: the checkpoint declares more than {max_entries:,} entries in all (this one has "
+                f"{record.numel:,}); refused before anything is allocated"
+            )
+        for part in record.stored:
+            if part not in stored:
+                raise CheckpointError(f"{where}: stored entry {part!r:.80} is missing")
+        _check_parts(where, record, stored)
+        records[name] = record
+    return manifest, records
+
+
+def _check_parts(where: str, record: TensorRecord, stored: dict[str, StoredEntry]) -> None:
+    dtype = TORCH_DTYPES[record.dtype]
+
+    def part(suffix: str | None) -> StoredEntry:
+        key = record.name if suffix is None else f"{record.name}::{suffix}"
+        if key not in stored or key not in record.stored:
+            raise CheckpointError(f"{where}: stored entry {key!r:.80} is missing")
+        return stored[key]
+
+    if record.encoding == "dense":
+        dense = part(None)
+        if dense.shape != record.shape or dense.dtype != dtype:
+            raise CheckpointError(f"{where}: stored as {dense.dtype} {list(dense.shape)}, the manifest says "
+                                  f"{dtype} {list(record.shape)}")  # fmt: skip
+        return
+    values, index = part("values"), part(record.encoding)
+    if values.numel != record.nnz or values.dtype != dtype:
+        raise CheckpointError(f"{where}: {values.numel:,} stored values of {values.dtype}, the manifest says "
+                              f"{record.nnz:,} of {dtype}")  # fmt: skip
+    if index.dtype != "U8" or len(index.shape) != 1:
+        raise CheckpointError(f"{where}: its {record.encoding} index must be a flat uint8 array")
+    if record.encoding == "bitmask" and index.numel != math.ceil(record.numel / 8):
+        raise CheckpointError(f"{where}: a bitmask of {index.numel:,} bytes for {record.numel:,} entries")
+    if record.encoding == "gaps" and index.numel < record.nnz:
+        raise CheckpointError(f"{where}: {index.numel:,} gap bytes cannot place {record.nnz:,} entries")
+
+
+def load_tensors(path: str | Path, *, max_entries: int = MAX_ENTRIES) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Decode every tensor, verifying each stored entry's sha256; returns (tensors, manifest).
+
+    The manifest is checked against the header first (:func:`check_manifest`), so a file that lies about its sizes is
+    refused with a message before any tensor is allocated."""
     from safetensors.torch import load_file
 
-    manifest = read_manifest(path)
+    manifest, records = check_manifest(path, max_entries=max_entries)
     try:
         stored = load_file(str(path))
     except Exception as error:
         raise CheckpointError(f"{Path(path).name}: cannot read the tensors ({error})") from None
     tensors = {}
-    for name, entry in manifest["tensors"].items():
-        try:
-            record = TensorRecord(
-                name, entry["encoding"], tuple(entry["shape"]), entry["dtype"], int(entry["nnz"]), entry["sha256"]
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"tensor {name!r}: malformed manifest entry ({error})") from None
-        if record.encoding not in ENCODINGS:
-            raise CheckpointError(f"tensor {name!r}: unknown encoding {record.encoding!r}")
+    for name, record in records.items():
         for part, digest in record.stored.items():
             if part not in stored:
                 raise CheckpointError(f"tensor {name!r}: stored entry {part!r} is missing")
@@ -253,3 +428,15 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
             raise CheckpointError(f"tensor {name!r}: decoded dtype or non-zero count disagrees with the manifest")
         tensors[name] = tensor
     return tensors, manifest
+
+
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Logical tensor names and shapes of a weights file, from its header alone (bounded): a sparseq checkpoint's
+    manifest records, else a plain safetensors file's entries. For checking ``init_from`` against a recipe."""
+    try:
+        _, records = check_manifest(path)
+        return {name: record.shape for name, record in records.items()}
+    except NotACheckpoint:
+        pass
+    stored, _ = read_header(path)
+    return {name: entry.shape for name, entry in stored.items()}

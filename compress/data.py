@@ -19,6 +19,7 @@ Formats:
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 MAX_LINE_BYTES = 1 << 20  # a "sentence" longer than 1 MiB is almost surely not text
 BOX_HALF_WIDTH = 1.1
 DT = 0.02  # seconds per navigation step
+MAX_TAGS = 10_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Validation:
     key: str | None = None  # the offending array, for .npz archives
     reason: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    refused: bool = False  # unsafe to keep at all (an archive whose headers promise a zip bomb), not merely invalid
 
     def describe(self) -> str:
         if self.ok:
@@ -107,51 +110,152 @@ def validate_tagging_conll(path: str | Path) -> Validation:
             in_sentence = True
         tokens += 1
         tags.add(tag)
+        if len(tags) > MAX_TAGS:  # the set is the one thing that grows with the file: bounded
+            return Validation(False, line=number, reason=f"more than {MAX_TAGS:,} distinct tags: is the second "
+                              "column a tag?")  # fmt: skip
     if tokens == 0:
         return Validation(False, reason="the file has no 'token<TAB>tag' lines")
     return Validation(True, stats={"sentences": sentences, "tokens": tokens, "tags": len(tags)})
+
+
+# Archives are checked from their zip headers before a byte is decompressed, then read in chunks: validation holds
+# about CHUNK_BYTES of an array at a time, whatever the archive declares.
+MAX_ARCHIVE_MEMBERS = 16
+MAX_UNCOMPRESSED_BYTES = 2 << 30
+MAX_COMPRESSION_RATIO = 100  # float trajectories deflate by ~1.1x; a zip bomb by ~1000x
+RATIO_FLOOR_BYTES = 1 << 20  # small members (an all-zero start array) may compress as well as they like
+CHUNK_BYTES = 1 << 20
+TRAJECTORY_ARRAYS = {"velocity": 3, "position": 3, "start": 2}
+
+
+def _check_archive(archive: zipfile.ZipFile) -> Validation | None:
+    """The zip's central directory alone: how many members, how large they say they are, how well they compress."""
+    members = archive.infolist()
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        return Validation(False, reason=f"the archive has {len(members)} members; at most {MAX_ARCHIVE_MEMBERS}",
+                          refused=True)  # fmt: skip
+    total = sum(member.file_size for member in members)
+    if total > MAX_UNCOMPRESSED_BYTES:
+        return Validation(False, reason=f"the archive declares {total:,} uncompressed bytes; at most "
+                          f"{MAX_UNCOMPRESSED_BYTES:,}", refused=True)  # fmt: skip
+    for member in members:
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > RATIO_FLOOR_BYTES and ratio > MAX_COMPRESSION_RATIO:
+            return Validation(
+                False,
+                key=member.filename.removesuffix(".npy"),
+                reason=f"compressed {ratio:,.0f}:1 ({member.compress_size:,} bytes declare {member.file_size:,}); "
+                f"at most {MAX_COMPRESSION_RATIO}:1 (is this a zip bomb?)",
+                refused=True,
+            )
+    return None
+
+
+def _array_header(archive: zipfile.ZipFile, key: str):
+    """(the open member, positioned at its data, shape, dtype) of ``key``.npy, or a Validation saying why not."""
+    import numpy as np
+
+    member = archive.getinfo(f"{key}.npy")
+    handle = archive.open(member)
+    try:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(handle, max_header_size=10_000)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, SyntaxError) as error:
+        handle.close()
+        return Validation(False, key=key, reason=f"not a readable .npy array ({error})"[:300])
+    if dtype.hasobject:
+        handle.close()
+        return Validation(False, key=key, reason="cannot be read without pickle (it holds Python objects)")
+    held = member.file_size - handle.tell()
+    if held != math.prod(shape) * dtype.itemsize:
+        handle.close()
+        return Validation(False, key=key, reason=f"its header declares shape {shape} of {dtype}, which is not the "
+                          f"{held:,} data bytes the archive holds")  # fmt: skip
+    return handle, shape, dtype
+
+
+def _chunks(handle, shape: tuple[int, ...], dtype) -> Iterator:
+    """The array's values, flat, about CHUNK_BYTES at a time (order does not matter to elementwise checks)."""
+    import numpy as np
+
+    left = math.prod(shape)
+    per_chunk = max(CHUNK_BYTES // dtype.itemsize, 1)
+    while left:
+        count = min(left, per_chunk)
+        data = handle.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise EOFError("the array ends early")
+        yield np.frombuffer(data, dtype=dtype)
+        left -= count
 
 
 def validate_trajectories(path: str | Path) -> Validation:
     import numpy as np
 
     try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        with open(path, "rb") as handle:
+            if handle.read(6) == b"\x93NUMPY":
+                return Validation(False, reason="expected a .npz archive of named arrays, found a single array")
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
         return Validation(False, reason=f"not a readable .npz archive ({error})")
     with archive:
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            return Validation(False, reason="expected a .npz archive of named arrays, found a single array")
-        arrays = {}
-        for key in ("velocity", "position", "start"):
-            if key not in archive.files:
-                return Validation(False, key=key, reason=f"missing (the archive has {sorted(archive.files)})")
-            try:
-                arrays[key] = archive[key]
-            except ValueError as error:  # object arrays would need pickle: refused
-                return Validation(False, key=key, reason=f"cannot be read without pickle ({error})")
-        velocity, position, start = arrays["velocity"], arrays["position"], arrays["start"]
-        for key, array, ndim in (("velocity", velocity, 3), ("position", position, 3), ("start", start, 2)):
-            if array.dtype.kind != "f":
-                return Validation(False, key=key, reason=f"must hold floats, found {array.dtype}")
-            if array.ndim != ndim or array.shape[-1] != 2:
+        refused = _check_archive(archive)
+        if refused is not None:
+            return refused
+        names = sorted(n.removesuffix(".npy") for n in archive.namelist())
+        headers = {}
+        for key, ndim in TRAJECTORY_ARRAYS.items():
+            if key not in names:
+                return Validation(False, key=key, reason=f"missing (the archive has {names})")
+            opened = _array_header(archive, key)
+            if isinstance(opened, Validation):
+                return opened
+            handle, shape, dtype = opened
+            handle.close()
+            if dtype.kind != "f":
+                return Validation(False, key=key, reason=f"must hold floats, found {dtype}")
+            if len(shape) != ndim or shape[-1] != 2:
                 expected = "(n, T, 2)" if ndim == 3 else "(n, 2)"
-                return Validation(False, key=key, reason=f"must have shape {expected}, found {array.shape}")
-            if not np.isfinite(array).all():
-                return Validation(False, key=key, reason="contains NaN or infinite values")
-        if velocity.shape != position.shape or start.shape[0] != velocity.shape[0]:
+                return Validation(False, key=key, reason=f"must have shape {expected}, found {shape}")
+            headers[key] = shape
+        velocity, position, start = headers["velocity"], headers["position"], headers["start"]
+        if velocity != position or start[0] != velocity[0]:
             return Validation(
                 False,
                 key="position",
-                reason=f"shapes disagree: velocity {velocity.shape}, position {position.shape}, start {start.shape}",
+                reason=f"shapes disagree: velocity {velocity}, position {position}, start {start}",
             )
-        for key, array in (("position", position), ("start", start)):
-            if np.abs(array).max(initial=0) > BOX_HALF_WIDTH + 1e-6:
-                return Validation(False, key=key, reason=f"leaves the box [-{BOX_HALF_WIDTH}, {BOX_HALF_WIDTH}]^2 m")
-        problem = _velocity_problem(velocity, position, start)
+        for key in TRAJECTORY_ARRAYS:
+            handle, shape, dtype = _array_header(archive, key)
+            with handle:
+                try:
+                    for chunk in _chunks(handle, shape, dtype):
+                        if not np.isfinite(chunk).all():
+                            return Validation(False, key=key, reason="contains NaN or infinite values")
+                        if key != "velocity" and np.abs(chunk).max(initial=0) > BOX_HALF_WIDTH + 1e-6:
+                            return Validation(
+                                False, key=key, reason=f"leaves the box [-{BOX_HALF_WIDTH}, {BOX_HALF_WIDTH}]^2 m"
+                            )
+                except (OSError, zipfile.BadZipFile, EOFError) as error:
+                    return Validation(False, key=key, reason=f"cannot be read ({error})")
+        problem = _velocity_problem(*(_leading(archive, key, int(velocity[1])) for key in TRAJECTORY_ARRAYS))
         if problem:
             return Validation(False, key="velocity", reason=problem)
-        return Validation(True, stats={"trajectories": int(velocity.shape[0]), "steps": int(velocity.shape[1])})
+        return Validation(True, stats={"trajectories": int(velocity[0]), "steps": int(velocity[1])})
+
+
+def _leading(archive: zipfile.ZipFile, key: str, steps: int):
+    """The first trajectories of an array (about CHUNK_BYTES of them), for the unit check: bounded memory."""
+    import numpy as np
+
+    handle, shape, dtype = _array_header(archive, key)
+    row = math.prod(shape[1:])
+    count = max(1, min(shape[0], CHUNK_BYTES // (row * dtype.itemsize * 2)))
+    with handle:
+        data = handle.read(count * row * dtype.itemsize)
+    return np.frombuffer(data, dtype=dtype).reshape(count, *shape[1:]).astype(np.float64)
 
 
 def _velocity_problem(velocity, position, start) -> str | None:

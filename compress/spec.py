@@ -16,6 +16,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 RECIPE_VERSION = 1
 
+# Upper bounds of every size: generous (several times the largest models of the papers: 4096 hidden units, PTB's
+# 10k vocabulary, sequences of 1000) but finite, so that an absurd recipe (hidden_size 10^30) is refused by the schema
+# before anything is estimated or allocated. What a job may cost is the service's admission limits, not these.
+MAX_WIDTH = 65_536  # hidden and embedding sizes
+MAX_COMPONENTS = 256  # predefined recurrent components (the papers use a few to a few dozen)
+MAX_BLOCKS = 1024  # predefined embedding blocks
+MAX_VOCAB = 1_000_000
+MAX_SEQUENCE = 100_000  # sequence_length, bptt
+MAX_STEPS_PER_EPOCH = 1_000_000
+
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
 # Names shared with compress.moduli (a test checks they agree with its registries).
 SpaceName = Literal["circle", "sphere", "s3", "torus", "torus6", "klein", "mixed"]
@@ -33,30 +43,30 @@ class LanguageModelTask(_Strict):
     """Next-word prediction on plain text: whitespace tokens, one sentence a line (the PTB format)."""
 
     type: Literal["language_model"] = "language_model"
-    max_vocab: int = Field(10_000, ge=2, description="vocabulary cap; rarer words become <unk>")
+    max_vocab: int = Field(10_000, ge=2, le=MAX_VOCAB, description="vocabulary cap; rarer words become <unk>")
 
 
 class SequenceTaggingTask(_Strict):
     """Token tagging on CoNLL-style files: ``token<TAB>tag`` lines, a blank line between sentences."""
 
     type: Literal["sequence_tagging"] = "sequence_tagging"
-    max_vocab: int | None = Field(None, ge=2, description="vocabulary cap; rarer words become <unk>")
+    max_vocab: int | None = Field(None, ge=2, le=MAX_VOCAB, description="vocabulary cap; rarer words become <unk>")
 
 
 class NavigationTask(_Strict):
     """Path integration in a 2.2 m box (METHODS.md section 2): velocities in, place-cell activity out."""
 
     type: Literal["navigation"] = "navigation"
-    place_cells: int = Field(512, ge=3)
-    sequence_length: int = Field(50, ge=2)
-    steps_per_epoch: int = Field(1000, ge=1)
+    place_cells: int = Field(512, ge=3, le=65_536)
+    sequence_length: int = Field(50, ge=2, le=MAX_SEQUENCE)
+    steps_per_epoch: int = Field(1000, ge=1, le=MAX_STEPS_PER_EPOCH)
     # Defaults that converge in short runs (a dense 256-unit model: 5.5 cm in 1000 CPU steps, where the paper's
     # settings had not started to learn). The paper's values: recurrent_init "default", input_scale 1.
     recurrent_init: Literal["default", "identity", "orthogonal"] = Field(
         "identity", description="W_hh initialisation: identity (IRNN) integrates from the first step"
     )
     input_scale: float = Field(
-        50.0, gt=0, description="velocity and start code scaled by this (50 = 1/dt: velocity in m/s)"
+        50.0, gt=0, le=1e6, description="velocity and start code scaled by this (50 = 1/dt: velocity in m/s)"
     )
 
 
@@ -64,8 +74,8 @@ class AddingTask(_Strict):
     """The adding problem: sum the two marked numbers of a sequence."""
 
     type: Literal["adding"] = "adding"
-    sequence_length: int = Field(50, ge=2)
-    steps_per_epoch: int = Field(1000, ge=1)
+    sequence_length: int = Field(50, ge=2, le=MAX_SEQUENCE)
+    steps_per_epoch: int = Field(1000, ge=1, le=MAX_STEPS_PER_EPOCH)
 
 
 Task = Annotated[
@@ -80,8 +90,8 @@ TEXT_TASKS = ("language_model", "sequence_tagging")
 
 class ModelSpec(_Strict):
     cell: Cell = "lstm"
-    embedding_size: int | None = Field(None, ge=1, description="word embedding size (text tasks only)")
-    hidden_size: int = Field(..., ge=1)
+    embedding_size: int | None = Field(None, ge=1, le=MAX_WIDTH, description="word embedding size (text tasks only)")
+    hidden_size: int = Field(..., ge=1, le=MAX_WIDTH)
     num_layers: int = Field(1, ge=1, le=8)
     bidirectional: bool = False
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -99,7 +109,9 @@ class DenseBudget(_Strict):
 
 
 class PredefinedRecurrent(_Strict):
-    components: int | None = Field(None, ge=1)
+    # Each component is a module of its own, so building (even on the meta device, as the API's estimate does)
+    # costs Python objects per component: 256 x 8 bidirectional layers take ~3 s to price, 1024 took 13 s.
+    components: int | None = Field(None, ge=1, le=MAX_COMPONENTS)
     input_density: float | None = Field(None, gt=0, le=1)
     budget_of: DenseBudget | None = None
 
@@ -121,7 +133,7 @@ class PredefinedRecurrent(_Strict):
 
 
 class PredefinedEmbedding(_Strict):
-    blocks: int = Field(..., ge=1)
+    blocks: int = Field(..., ge=1, le=MAX_BLOCKS)
     density: float = Field(..., gt=0, le=1)
     order: Literal["frequent_long", "rare_long", "random"] = "frequent_long"
 
@@ -212,7 +224,7 @@ class ModuliPruningMethod(PruningSettings):
     inhibitor: InhibitorName = "dog"
     invert: bool = True
     permute: bool = Field(False, description="control: shuffle the N^2 coefficients, destroying the geometry")
-    strength: float = Field(0.1, ge=0, description="scale-free: the paper's lambda at its 4096 neurons")
+    strength: float = Field(0.1, ge=0, le=1e6, description="scale-free: the paper's lambda at its 4096 neurons")
     learned_geometry: bool = False
     lottery_check: bool = False
 
@@ -233,19 +245,21 @@ Method = Annotated[
 
 
 class TrainingSpec(_Strict):
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(20, ge=1)
-    bptt: int = Field(35, ge=1, description="truncated back-propagation length (language model)")
+    epochs: int = Field(1, ge=1, le=10_000)
+    batch_size: int = Field(20, ge=1, le=65_536)
+    bptt: int = Field(35, ge=1, le=MAX_SEQUENCE, description="truncated back-propagation length (language model)")
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(1e-3, gt=0, le=1e3)
+    weight_decay: float = Field(0.0, ge=0, le=1e3)
     lr_schedule: Literal["constant", "plateau", "cosine"] = "constant"
-    clip: float | None = Field(0.25, gt=0, description="gradient-norm clipping; null turns it off")
-    seed: int = 0
+    clip: float | None = Field(0.25, gt=0, le=1e6, description="gradient-norm clipping; null turns it off")
+    seed: int = Field(0, ge=-(2**63), lt=2**64, description="what torch.manual_seed accepts")
     evaluations: int = Field(
         10, ge=1, le=1000, description="validation runs spread over training (every epoch's end is one too)"
     )
-    time_budget_s: float | None = Field(None, gt=0, description="stop training (and keep the result) after this long")
+    time_budget_s: float | None = Field(
+        None, gt=0, le=30 * 24 * 3600, description="stop training (and keep the result) after this long"
+    )
 
 
 Baseline = Literal["dense_same_params", "dense_full"]
@@ -258,7 +272,7 @@ class Recipe(_Strict):
     model: ModelSpec
     method: Method
     training: TrainingSpec = TrainingSpec()
-    baselines: list[Baseline] = Field(default_factory=list)
+    baselines: list[Baseline] = Field(default_factory=list, max_length=2)
     reference: Reference = Field(
         "auto",
         description="what the result is judged against: auto = dense for pruning methods, dense_same_params for "
@@ -272,7 +286,9 @@ class Recipe(_Strict):
         description="warn when the metric is worse than the reference by more than this factor (value / reference "
         "above it for lower-is-better metrics, below its inverse for higher-is-better ones)",
     )
-    init_from: str | None = Field(None, description="dense safetensors weights to prune instead of training")
+    init_from: str | None = Field(
+        None, max_length=64, description="dense safetensors weights to prune instead of training"
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Recipe:

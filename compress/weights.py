@@ -83,27 +83,20 @@ def _json_list(text: str | None, key: str) -> list[str] | None:
 
 
 def describe_weights(path: str | Path) -> WeightsInfo:
-    """What a safetensors file holds, from its header alone. Raises ValueError for anything else."""
-    from safetensors import safe_open
-
-    from compress.checkpoint import CheckpointError, read_manifest
+    """What a safetensors file holds, from its header alone in bounded memory (compress.checkpoint's checked readers:
+    every entry's byte range against the file, a manifest's records against the entries they name). Raises
+    ValueError (CheckpointError) for anything else."""
+    from compress.checkpoint import NotACheckpoint, check_manifest, read_header
 
     try:
-        manifest = read_manifest(path)
-    except CheckpointError:
-        manifest = None
-    if manifest is not None:
-        tensors = {name: list(entry["shape"]) for name, entry in manifest["tensors"].items()}
-        return WeightsInfo(tensors, manifest.get("vocabulary"), manifest.get("tags"), sparseq=True)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            tensors = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
-            metadata = handle.metadata() or {}
-    except Exception as error:
-        raise ValueError(f"not a safetensors file ({error})") from None
-    return WeightsInfo(
-        tensors, _json_list(metadata.get("vocabulary"), "vocabulary"), _json_list(metadata.get("tags"), "tags")
-    )
+        manifest, records = check_manifest(path)
+    except NotACheckpoint:
+        stored, metadata = read_header(path)
+        tensors = {name: list(entry.shape) for name, entry in stored.items()}
+        vocabulary = _json_list(metadata.get("vocabulary"), "vocabulary")
+        return WeightsInfo(tensors, vocabulary, _json_list(metadata.get("tags"), "tags"))
+    tensors = {name: list(record.shape) for name, record in records.items()}
+    return WeightsInfo(tensors, manifest.get("vocabulary"), manifest.get("tags"), sparseq=True)
 
 
 def compare_weights(contract: Mapping[str, list[int]], found: Mapping[str, list[int]]) -> Mismatch:

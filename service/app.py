@@ -14,6 +14,7 @@ from service.auth import KeyCache
 from service.cache import JOB_CACHE_S, SingleFlight, TTLCache
 from service.db import make_engine, make_sessionmaker
 from service.queue import CeleryQueue
+from service.ratelimit import RateLimitMiddleware, RateLimits
 from service.routes import artifacts, files, jobs, system
 from service.settings import Settings, get_settings
 from service.storage import BlobStore
@@ -66,7 +67,8 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     app.state.key_cache = KeyCache()
     app.state.job_cache = TTLCache(JOB_CACHE_S)
     app.state.job_reads = SingleFlight()
-    app.add_middleware(LatencyMiddleware, histogram=latency)
+    app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
+    app.add_middleware(LatencyMiddleware, histogram=latency)  # outermost: a refused request is timed too
 
     errors.install(app)
     app.include_router(files.router)

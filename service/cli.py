@@ -9,6 +9,9 @@ sparseqd migrate               upgrade the database to the newest schema
 sparseqd worker                a Celery worker for the configured broker and database (with --data-dir D only:
                                it joins the embedded broker of a `sparseqd serve --data-dir D`)
 sparseqd gc [--dry-run]        remove unreferenced blobs, stale upload leftovers and finished jobs' work directories
+sparseqd keys list             every API key: id, owner, name, prefix, created, revoked
+sparseqd keys revoke ID        revoke a key by id (key_...) or printed prefix (sk_...); API processes refuse it
+                               within 5 s (each caches a valid key for 5 s)
 """
 
 from __future__ import annotations
@@ -51,6 +54,26 @@ def _create_key(name: str, owner: str | None) -> str:
     with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as session:
         _, plain = create_key(session, owner=owner or name, name=name, secret=settings.secret_key)
     return plain
+
+
+def _keys(args: argparse.Namespace) -> None:
+    from service.db import make_engine, make_sessionmaker, session_scope
+    from service.keys import list_keys, revoke_key
+
+    sessions = make_sessionmaker(make_engine(get_settings().resolved_database_url))
+    with session_scope(sessions) as session:
+        if args.keys_command == "list":
+            print(f"{'id':<32} {'owner':<20} {'name':<20} {'prefix':<12} {'created (UTC)':<20} revoked (UTC)")
+            for key in list_keys(session):
+                revoked = key.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if key.revoked_at else "-"
+                created = key.created_at.strftime("%Y-%m-%d %H:%M:%S")
+                print(f"{key.id:<32} {key.owner:<20} {key.name:<20} {key.prefix:<12} {created:<20} {revoked}")
+            return
+        try:
+            key = revoke_key(session, args.key)
+        except LookupError as error:
+            sys.exit(f"sparseqd keys revoke: {error.args[0]}")
+        print(f"revoked {key.id} ({key.prefix}..., owner {key.owner}); API processes refuse it within 5 s")
 
 
 def _collect_garbage(dry_run: bool, temporary_age_s: float) -> str:
@@ -151,7 +174,7 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sparseqd", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("serve", "create-key", "migrate", "worker", "gc"):
+    for name in ("serve", "create-key", "migrate", "worker", "gc", "keys"):
         sub = commands.add_parser(name)
         sub.add_argument("--data-dir", type=Path, help="where the database, blobs and broker live (default ./var)")
         sub.add_argument("--database-url", help="e.g. postgresql+psycopg://user@host/db (default: SQLite)")
@@ -173,6 +196,14 @@ def main(argv: list[str] | None = None) -> None:
                 default=24.0,
                 help="staged upload files older than this are leftovers (default 24; younger ones may be in flight)",
             )
+        if name == "keys":
+            actions = sub.add_subparsers(dest="keys_command", required=True)
+            listing = actions.add_parser("list", help="every API key (never the key itself: only its printed prefix)")
+            revoke = actions.add_parser("revoke", help="revoke a key; API processes refuse it within 5 s")
+            revoke.add_argument("key", help="the key's id (key_...) or its printed prefix (sk_...)")
+            for action in (listing, revoke):  # the options may follow the action too: sparseqd keys list --data-dir D
+                action.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="as for sparseqd keys")
+                action.add_argument("--database-url", default=argparse.SUPPRESS, help="as for sparseqd keys")
         if name == "create-key":
             sub.add_argument("name")
             sub.add_argument("--owner", help="who owns what this key creates (default: NAME)")
@@ -197,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
         if state != "current":
             sys.exit(f"sparseqd gc: {refusal[state]}")
         print(_collect_garbage(args.dry_run, args.temporary_age_hours * 3600))
+    elif args.command == "keys":
+        _configure(args)
+        _migrate()
+        _keys(args)
     elif args.command == "migrate":
         _configure(args)
         _migrate()

@@ -32,12 +32,13 @@ def render(file: File) -> FileObject:
 
 def validate_content(purpose: str, path) -> tuple[bool, str | None, dict]:
     if purpose == "weights":
+        from compress.checkpoint import CheckpointError
         from compress.weights import describe_weights
 
         try:
             info = describe_weights(path)
-        except ValueError as error:
-            return False, str(error), {}
+        except (ValueError, CheckpointError) as error:
+            return False, str(error).split(": ", 1)[-1], {}
         stats: dict = {"tensors": len(info.tensors)}
         if len(info.tensors) <= MAX_LISTED_TENSORS:
             stats["shapes"] = info.tensors
@@ -54,6 +55,8 @@ def validate_content(purpose: str, path) -> tuple[bool, str | None, dict]:
     from compress.data import validate
 
     result = validate(purpose, path)
+    if result.refused:  # not kept as a file in error: its bytes are not stored at all
+        raise BadRequest(f"the file was refused: {result.describe()}", param="file", code="file_refused")
     return result.ok, (None if result.ok else result.describe()), result.stats
 
 

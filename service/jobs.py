@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from compress.spec import Recipe, format_validation_error
+from service.admission import admit
 from service.errors import BadRequest, Conflict, NotFound, Unprocessable
 from service.files import get_file, lock_files
 from service.models import TERMINAL, Artifact, Job, JobEvent, utcnow
@@ -27,6 +28,7 @@ from service.schemas import (
     JobWarning,
     unix,
 )
+from service.settings import Settings
 
 log = logging.getLogger("sparseq.jobs")
 
@@ -174,8 +176,11 @@ def request_hash(body: JobCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
-def create_job(session: Session, *, owner: str, body: JobCreate, idempotency_key: str | None) -> tuple[Job, bool]:
-    """Returns (job, created). The same key with the same body gives the same job; a different body is a conflict."""
+def create_job(
+    session: Session, *, owner: str, body: JobCreate, idempotency_key: str | None, settings: Settings | None = None
+) -> tuple[Job, bool]:
+    """Returns (job, created). The same key with the same body gives the same job; a different body is a conflict.
+    With ``settings``, the recipe's estimate must fit their admission limits (service.admission)."""
     digest = request_hash(body)
     if idempotency_key is not None:
         existing = _by_idempotency_key(session, owner, idempotency_key)
@@ -184,6 +189,10 @@ def create_job(session: Session, *, owner: str, body: JobCreate, idempotency_key
     recipe = parse_recipe(body.recipe)
     lock_files(session, [*body.files.values(), recipe.init_from])  # no delete slips between the checks and the commit
     _check_files(session, owner, recipe, body.files)
+    if settings is not None:
+        train = body.files.get("train")
+        tokens = (get_file(session, owner=owner, file_id=train).stats or {}).get("tokens") if train else None
+        admit(recipe, settings, train_tokens=tokens)
     job = Job(
         owner=owner,
         status="queued",

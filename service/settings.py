@@ -37,6 +37,27 @@ class Settings(BaseSettings):
         None, gt=0, description="Redis redelivers an unacknowledged job after this long (default: time limit + 1 h)"
     )
 
+    # Admission (service/admission.py): POST /v1/jobs refuses a recipe whose estimate passes one of these (422).
+    max_parameters: int = Field(200_000_000, gt=0, description="trainable parameters of the model")
+    max_training_memory_bytes: int = Field(32 << 30, gt=0, description="the estimate's training memory")
+    max_work_tokens: int = Field(
+        10**11,
+        gt=0,
+        description="tokens trained on, all runs of a job together: epochs x steps x batch x sequence (generated "
+        "tasks) or epochs x the training file's tokens (text tasks)",
+    )
+    # Each job computes in a child process whose address space may grow this much beyond what its libraries take
+    # (RLIMIT_AS); on CUDA machines, whose driver reserves address space far beyond its use, each GPU's memory instead.
+    job_memory_limit_bytes: int = Field(16 << 30, gt=0)
+    # Per API key, in the `limits` library's notation ("60/minute", "10/second;500/hour"), counted in the broker's
+    # Redis (or rate_limit_storage_url: "memory://" keeps the counts in each API process).
+    rate_limit_jobs: str = "60/minute"
+    rate_limit_uploads: str = "30/minute"
+    rate_limit_estimates: str = "120/minute"  # an estimate builds the model on the meta device: up to ~3 s of CPU
+    rate_limit_storage_url: str | None = None
+    # /metrics carries no per-tenant detail; with a token set it also needs "Authorization: Bearer <token>".
+    metrics_token: str | None = None
+
     @property
     def resolved_visibility_timeout_s(self) -> int:
         return self.visibility_timeout_s or self.job_time_limit_s + 3600

@@ -7,13 +7,19 @@ from its last training state. Terminal states are never changed.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -178,15 +184,16 @@ def live_state(p) -> dict:
 
 
 def job_fields(result) -> dict:
-    """What a finished compress.run puts on the job: its metrics with the verdict's headline, and the warnings."""
+    """What a finished compress.run puts on the job (``result``: its metrics and report, from the job's process):
+    its metrics with the verdict's headline, and the warnings."""
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     report = result.report
     metrics["sparsity"] = report["parameters"]["sparsity"]  # the one definition (compress.report.build_report)
     if report.get("pruning"):
         metrics["pruned_sparsity"] = report["pruning"]["sparsity"]
     metrics["checkpoint_bytes"] = report["checkpoint_bytes"]
-    metrics |= result.verdict  # name, value, reference, ratio, lower_is_better, reference_kind, within_tolerance
-    return {"metrics": metrics, "warnings": list(result.warnings)}
+    metrics |= report["verdict"]  # name, value, reference, ratio, lower_is_better, reference_kind, within_tolerance
+    return {"metrics": metrics, "warnings": list(report["warnings"])}
 
 
 def error_code(error: BaseException) -> str:
@@ -259,11 +266,78 @@ def _release_quietly(sessions, store: BlobStore, job_id: str, digests: set[str])
             log.warning("job %s: the blob %s of a replaced artifact was not released (%s)", job_id, sha, error)
 
 
+@dataclass
+class JobResult:
+    """What the job's process sends back from compress.run's Result: its metrics and report whole (JSON), its files."""
+
+    metrics: dict
+    report: dict
+    files: list[Path]
+
+
+class JobFailed(Exception):
+    """The job's process reported a failure (or died): ``code`` is the job's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def compute(settings, job: Job, data: dict[str, Path], work: Path) -> JobResult:
+    """compress.run for the job in a process of its own (workers.job_process), under the memory ceiling and the time
+    limit; raises Cancelled, JobFailed, or whatever interrupts this worker (which then ends the process too)."""
+    from compress.train import Cancelled
+
+    result_path = work / "result.json"
+    result_path.unlink(missing_ok=True)
+    request = {
+        "job_id": job.id,
+        "parent_pid": os.getpid(),
+        "database_url": settings.resolved_database_url,
+        "recipe": job.recipe,
+        "data": {role: str(path) for role, path in data.items()},
+        "output_dir": str(work / "output"),
+        "state_path": str(work / "training-state.pt"),
+        "result_path": str(result_path),
+        "memory_limit_bytes": settings.job_memory_limit_bytes,
+    }
+    child = subprocess.Popen([sys.executable, "-m", "workers.job_process"], stdin=subprocess.PIPE, cwd=work)
+    try:
+        child.stdin.write(json.dumps(request).encode())
+        child.stdin.close()
+        try:
+            child.wait(timeout=settings.job_time_limit_s)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise JobFailed(
+                "time_limit",
+                f"the job ran past its time limit of {settings.job_time_limit_s:,} s (SPARSEQ_JOB_TIME_LIMIT_S) and "
+                "was stopped; set training.time_budget_s to stop training in time and keep the result",
+            ) from None
+    finally:
+        if child.poll() is None:  # this worker is being stopped: its job's process goes with it
+            child.kill()
+            child.wait()
+    if not result_path.exists():
+        if child.returncode == -signal.SIGKILL:
+            raise JobFailed(
+                "out_of_memory",
+                "the job's process was killed, most likely by the kernel for lack of memory; ask for less: a smaller "
+                "model or batch",
+            )
+        raise JobFailed("crashed", f"the job's process ended without a result (exit status {child.returncode})")
+    outcome = json.loads(result_path.read_text())
+    if outcome["status"] == "cancelled":
+        raise Cancelled()
+    if outcome["status"] == "failed":
+        raise JobFailed(str(outcome["code"]), outcome["message"])
+    return JobResult(outcome["metrics"], outcome["report"], [Path(p) for p in outcome["files"]])
+
+
 def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     """Run one job to a terminal state (or leave it running for redelivery if this process dies)."""
-    import compress
-    from compress.spec import Recipe
-    from compress.train import Callbacks, Cancelled
+    from compress.train import Cancelled
 
     settings, sessions, store = _Context.get()
     outcome = claim(sessions, job_id, settings.max_attempts, timedelta(seconds=settings.stale_after_s))
@@ -275,23 +349,14 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         session.expunge(job)
     work = (work_root or settings.data_dir / "work") / job_id
     work.mkdir(parents=True, exist_ok=True)
-    reporter = JobReporter(sessions, job_id)
     heartbeat = _Heartbeat(sessions, job_id)
-    callbacks = Callbacks(
-        progress=reporter.progress,
-        event=reporter.event,
-        cancelled=reporter.cancelled,
-        state_path=work / "training-state.pt",
-        progress_every=1.0,
-    )
     staged: list[Staged] = []
     replaced: set[str] = set()
     try:
         heartbeat.start()
         with tempfile.TemporaryDirectory(dir=work) as scratch:
             data = _materialise(store, sessions, job, Path(scratch))
-            recipe = Recipe.model_validate(job.recipe)
-            result = compress.run(recipe, data, callbacks, output_dir=work / "output")
+            result = compute(settings, job, data, work)
         fields = job_fields(result)
         for path in result.files:
             staged.append((path, *store.stage_file(path)))

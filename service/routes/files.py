@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
@@ -88,6 +89,12 @@ def file_content(
 ):
     """The file's bytes as uploaded; ``X-Content-SHA256`` carries their digest."""
     file = file_service.get_file(session, owner=key.owner, file_id=file_id)
+    try:
+        os.stat(store.path(file.sha256))
+    except FileNotFoundError:
+        session.rollback()  # a fresh look: deleted meanwhile is a 404; a live file without its bytes stays a 500
+        file_service.get_file(session, owner=key.owner, file_id=file_id)
+        raise
     return download(
         store.path(file.sha256), filename=file.filename, sha256=file.sha256, byte_range=byte_range, if_range=if_range
     )

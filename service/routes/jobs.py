@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from service import jobs as job_service
-from service.deps import CurrentKey, QueueDep, SessionDep
+from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep
 from service.errors import BadRequest, ServiceUnavailable, responses
 from service.models import Job, JobEvent
 from service.pagination import envelope, page
@@ -30,10 +30,14 @@ def create_job(
     key: CurrentKey,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ):
-    """Validate the recipe and its files, commit the job, then enqueue it (so no request leaves a phantom job)."""
-    job, created = job_service.create_job(session, owner=key.owner, body=body, idempotency_key=idempotency_key)
+    """Validate the recipe and its files, check its estimate against the service's limits, commit the job, then
+    enqueue it (so no request leaves a phantom job)."""
+    job, created = job_service.create_job(
+        session, owner=key.owner, body=body, idempotency_key=idempotency_key, settings=settings
+    )
     if not created:
         response.status_code = 200
         if job.status == "queued":  # the request that made it may have died between its commit and its publish

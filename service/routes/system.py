@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import hmac
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -11,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sqlalchemy import func, select, text
 
 from service.deps import CurrentKey, SessionDep
-from service.errors import responses
+from service.errors import Unauthorized, responses
 from service.jobs import parse_recipe
 from service.models import JOB_STATUSES, Job
 from service.schemas import Estimate, EstimateRequest, Health, Readiness, RecipeSchema
@@ -85,9 +86,16 @@ def readyz(request: Request):
     operation_id="getMetrics",
     summary="Prometheus metrics",
     tags=SYSTEM,
+    responses=responses(401),
 )
 def metrics(request: Request, session: SessionDep):
-    """Prometheus text format: jobs by state, queue depth, request latency."""
+    """Prometheus text format: jobs by state, queue depth, request latency - totals of the whole service, nothing
+    per owner or key. With ``SPARSEQ_METRICS_TOKEN`` set, only ``Authorization: Bearer <that token>`` reads it."""
+    token = request.app.state.settings.metrics_token
+    if token is not None:
+        scheme, _, presented = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <SPARSEQ_METRICS_TOKEN>'", code="invalid_token")
     registry = CollectorRegistry()
     jobs = Gauge("sparseq_jobs", "jobs by state", ["state"], registry=registry)
     counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())

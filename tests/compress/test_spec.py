@@ -71,7 +71,7 @@ def test_moduli_method_defaults_follow_the_paper():
     [
         ({"training.epoch": 3}, "training.epoch", "Extra inputs are not permitted"),
         ({"model.bidirectional": True}, "", "cannot be bidirectional"),
-        ({"method.recurrent.components": 400}, "", "cannot exceed model.hidden_size"),
+        ({"method.recurrent.components": 200, "model.hidden_size": 100}, "", "cannot exceed model.hidden_size"),
         ({"method.recurrent.input_density": 0.2}, "method.recurrent", "at least 1/components"),
         ({"method.recurrent.budget_of": {"hidden_scale": 1.5}}, "method.recurrent", "not both"),
         ({"method.type": "quantize"}, "method", "does not match any of the expected tags"),
@@ -130,3 +130,66 @@ def test_recipe_names_agree_with_the_library():
     for space in get_args(SpaceName):
         parse_space(space)  # raises on an unknown name
     assert set(get_args(InhibitorName)) == set(INHIBITORS) | set(CONTROLS)
+
+
+ADDING = {
+    "task": {"type": "adding"},
+    "model": {"cell": "rnn_tanh", "hidden_size": 16},
+    "method": {"type": "dense"},
+}
+NAVIGATION = {**ADDING, "task": {"type": "navigation"}}
+
+
+@pytest.mark.parametrize(
+    ("recipe", "dotted", "value", "param"),
+    [
+        # The absurd recipes of issue 12: each one queued and killed workers before these bounds existed.
+        (ADDING, "model.hidden_size", 10**30, "model.hidden_size"),
+        (ADDING, "training.batch_size", 10**9, "training.batch_size"),
+        (NAVIGATION, "task.place_cells", 10**8, "task.place_cells"),
+        (ADDING, "task.sequence_length", 10**7, "task.sequence_length"),
+        (ADDING, "training.epochs", 10**9, "training.epochs"),
+        (ADDING, "task.steps_per_epoch", 10**9, "task.steps_per_epoch"),
+        (None, "model.embedding_size", 10**6, "model.embedding_size"),
+        (None, "task.max_vocab", 10**9, "task.max_vocab"),
+        (None, "training.bptt", 10**6, "training.bptt"),
+        (None, "method.recurrent.components", 10**6, "method.recurrent.components"),
+        (None, "training.time_budget_s", 1e12, "training.time_budget_s"),
+    ],
+)
+def test_every_size_has_an_upper_bound(recipe, dotted, value, param):
+    raw = json.loads(json.dumps(recipe)) if recipe is not None else lm_recipe()
+    node = raw
+    *path, last = dotted.split(".")
+    for part in path:
+        node = node.setdefault(part, {})
+    node[last] = value
+    with pytest.raises(ValidationError) as caught:
+        Recipe.model_validate(raw)
+    (problem,) = format_validation_error(caught.value)
+    assert problem["param"] == param and "less than" in problem["message"], problem
+
+
+def test_every_integer_size_in_the_schema_is_bounded_above():
+    """A property of the whole schema (so a size added later cannot forget its bound): every integer field bar the
+    version has a maximum."""
+    schema = recipe_json_schema()
+    integers, unbounded = [], []
+
+    def visit(node, where):
+        if isinstance(node, dict):
+            types = [node.get("type")] + [option.get("type") for option in node.get("anyOf", [])]
+            if "integer" in types and "const" not in node and not where.endswith(".version"):
+                integers.append(where)
+                bounded = "maximum" in node or "exclusiveMaximum" in node
+                bounded = bounded or any("maximum" in o or "exclusiveMaximum" in o for o in node.get("anyOf", []))
+                if not bounded:
+                    unbounded.append(where)
+            for key, value in node.items():
+                visit(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                visit(value, f"{where}[{index}]")
+
+    visit(schema, "recipe")
+    assert len(integers) >= 12 and unbounded == []

@@ -161,7 +161,7 @@ def test_upload_stats_count_what_was_read(client, alice, lm_bytes, conll_bytes, 
         ("trajectories", trajectories_npz(escape=True), "array 'position': leaves the box"),
         ("trajectories", b"PK not really a zip", "not a readable .npz archive"),
         ("trajectories", pickled_npz(), "array 'velocity': cannot be read without pickle"),
-        ("weights", b"this is not a safetensors file", "not a safetensors file"),
+        ("weights", b"this is not a safetensors file", "not a readable safetensors file"),
     ],
 )
 def test_a_bad_file_is_stored_with_status_error_naming_the_first_bad_line(purpose, content, details, client, alice):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -116,7 +118,7 @@ def test_a_tensor_pruned_away_is_a_warning_on_the_job(world):
 
 def test_a_diverging_run_fails_with_code_diverged(world):
     _, sessions, _ = world
-    exploding = RECIPE["training"] | {"lr": 1e30, "clip": None, "optimizer": "sgd"}
+    exploding = RECIPE["training"] | {"lr": 1000, "clip": None, "optimizer": "sgd"}  # the largest rate allowed
     job_id = add_job(sessions, recipe=RECIPE | {"training": exploding, "reference": "none"})
     assert tasks.run_job(job_id) == "failed"
     job = job_row(sessions, job_id)
@@ -232,25 +234,22 @@ def test_a_duplicate_delivery_does_not_end_a_cancel_its_live_worker_is_finishing
     assert "job cancelled (its worker stopped before finishing the cancel)" in events(sessions, dead)
 
 
-def test_cancel_during_training_stops_between_steps(world, monkeypatch):
+def test_cancel_during_training_stops_between_steps(world):
     _, sessions, _ = world
-    long_recipe = {**RECIPE, "task": {**RECIPE["task"], "steps_per_epoch": 5000}}
+    long_recipe = {**RECIPE, "task": {**RECIPE["task"], "steps_per_epoch": 100_000}}
     job_id = add_job(sessions, recipe=long_recipe)
-    calls = {"n": 0}
-    original = tasks.JobReporter.cancelled
-
-    def cancel_on_third_check(self):
-        calls["n"] += 1
-        if calls["n"] == 3:  # what POST /v1/jobs/{id}/cancel does to a running job
-            with session_scope(sessions) as session:
-                session.get(Job, job_id).status = "cancelling"
-            self.last_check = 0.0
-        return original(self)
-
-    monkeypatch.setattr(tasks.JobReporter, "cancelled", cancel_on_third_check)
-    assert tasks.run_job(job_id) == "cancelled"
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(tasks.run_job(job_id)))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while job_row(sessions, job_id).progress == 0 and time.monotonic() < deadline:  # training has started
+        time.sleep(0.1)
+    with session_scope(sessions) as session:  # what POST /v1/jobs/{id}/cancel does to a running job
+        session.get(Job, job_id).status = "cancelling"
+    runner.join(timeout=60)
+    assert outcome == ["cancelled"]
     job = job_row(sessions, job_id)
-    assert job.status == "cancelled" and job.progress < 0.01
+    assert job.status == "cancelled" and 0 < job.progress < 0.5
     with sessions() as session:
         assert session.query(Artifact).filter_by(job_id=job_id).count() == 0
 
@@ -301,3 +300,46 @@ def test_heartbeats_continue_while_a_step_is_slow(world, monkeypatch):
     time.sleep(0.3)
     beat.stop()
     assert utcnow() - job_row(sessions, job_id).heartbeat_at < timedelta(seconds=5)
+
+
+def with_settings(monkeypatch, **variables: str):
+    """The worker's context again, under these SPARSEQ_* settings (same database and blob store)."""
+    for name, value in variables.items():
+        monkeypatch.setenv(f"SPARSEQ_{name.upper()}", value)
+    get_settings.cache_clear()
+    tasks._Context._cached = None
+    return tasks._Context.get()
+
+
+def test_a_job_over_its_memory_ceiling_fails_out_of_memory_and_the_next_job_runs(world, monkeypatch):
+    from compress.estimate import estimate
+    from compress.spec import Recipe
+
+    ceiling = 512 << 20
+    _, sessions, _ = with_settings(monkeypatch, job_memory_limit_bytes=str(ceiling))
+    # A dense 20,000-unit RNN: its recurrent matrix alone is 20,000^2 float32 = 1.6 GB, three times the ceiling
+    # (the estimate agrees: it needs far more than the ceiling), though the recipe is within the schema's bounds.
+    big = {**RECIPE, "model": {"cell": "rnn_tanh", "hidden_size": 20_000}, "method": {"type": "dense"}}
+    assert estimate(Recipe.model_validate(big)).training_memory_bytes > 4 * ceiling
+    started = time.monotonic()
+    too_big = add_job(sessions, recipe=big)
+    assert tasks.run_job(too_big) == "failed"
+    job = job_row(sessions, too_big)
+    assert job.error["code"] == "out_of_memory", job.error
+    assert f"{ceiling:,} bytes" in job.error["message"] and "smaller model.hidden_size" in job.error["message"]
+    # The worker (this process) goes on: the next job runs to the end under the same ceiling.
+    small = add_job(sessions)
+    assert tasks.run_job(small) == "succeeded"
+    print(f"memory drill: 2 jobs, 1 out_of_memory, 1 succeeded, {time.monotonic() - started:.1f} s")
+
+
+def test_a_job_past_its_time_limit_fails_time_limit(world, monkeypatch):
+    _, sessions, _ = with_settings(monkeypatch, job_time_limit_s="8")
+    endless = {**RECIPE, "task": {**RECIPE["task"], "steps_per_epoch": 1_000_000}, "training": {"epochs": 100}}
+    job_id = add_job(sessions, recipe=endless)
+    started = time.monotonic()
+    assert tasks.run_job(job_id) == "failed"
+    elapsed = time.monotonic() - started
+    job = job_row(sessions, job_id)
+    assert job.error["code"] == "time_limit" and "8 s" in job.error["message"], job.error
+    assert 8 <= elapsed < 20  # stopped at the limit, not at the end of 10^8 steps
