@@ -167,7 +167,8 @@ def test_choice_is_the_fastest_measured_and_never_slower_than_dense():
     for label, chosen in (("batch1", plan.small), ("batch32", plan.large)):
         timings = plan.timings_us[label]
         assert set(timings) == {"dense", "csr"}
-        assert timings[chosen] == min(timings.values()) <= timings["dense"]
+        assert timings[chosen] <= timings["dense"]
+        assert chosen == "dense" or timings[chosen] == min(timings.values()) < 0.9 * timings["dense"]
     x = torch.randn(3, 512)
     torch.testing.assert_close(plan(x), x @ weight.t(), atol=ATOL, rtol=RTOL)
     assert choose("w", torch.randn(64, 64)).forms.keys() == {"dense"}  # not sparse: CSR is not even a candidate
@@ -185,7 +186,9 @@ def test_plan_names_every_tensor_and_why(tmp_path):
     (module,) = plan["modules"]
     timings = module["timings_us"]["batch1"]
     assert set(timings) == {"native", "stepwise", "components"}
-    assert timings[module["executor_batch1"]] == min(timings.values())
+    chosen = module["executor_batch1"]
+    assert timings[chosen] <= timings["native"]
+    assert chosen == "native" or timings[chosen] == min(timings.values()) < 0.9 * timings["native"]
     assert plan["threads"] == torch.get_num_threads() and read_manifest(path)["method"] == "predefined"
     with pytest.raises(ValueError, match="bidirectional"):
         fast.step(torch.tensor([1, 2]))
