@@ -12,6 +12,10 @@ as the smallest (measured by benchmarks/checkpoint_size.py):
 The safetensors metadata holds one JSON manifest under the key ``sparseq``: format version, library version, the
 caller's fields (recipe, method, metrics...) and, per tensor, its encoding, shape, dtype, nnz, sparsity and the
 sha256 of every stored entry. Loading verifies each checksum and names the tensor whose bytes changed.
+
+Values can be stored in a smaller floating-point type (``value_dtype="float16"`` or ``"bfloat16"``): the record keeps
+the tensor's own dtype and adds ``stored_dtype``; loading casts back. A value that rounds to zero in the smaller type
+becomes a pruned entry (the non-zero count is that of the stored values); one beyond its range is refused.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ FORMAT = "sparseq-checkpoint"
 FORMAT_VERSION = 1
 MANIFEST_KEY = "sparseq"
 ENCODINGS = ("dense", "bitmask", "gaps")
+VALUE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ESCAPE = 255
 
 
@@ -87,6 +92,7 @@ class TensorRecord:
     dtype: str
     nnz: int
     stored: dict[str, str]  # stored entry name -> sha256
+    stored_dtype: str | None = None  # the values' type in the file, where it differs from ``dtype``
 
     @property
     def numel(self) -> int:
@@ -104,7 +110,7 @@ class TensorRecord:
             "nnz": self.nnz,
             "sparsity": round(self.sparsity, 6),
             "sha256": self.stored,
-        }
+        } | ({"stored_dtype": self.stored_dtype} if self.stored_dtype else {})
 
 
 def _sha256(tensor: Tensor) -> str:
@@ -115,10 +121,20 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _encode(name: str, tensor: Tensor, encoding: str | None) -> tuple[TensorRecord, dict[str, Tensor]]:
+def _encode(
+    name: str, tensor: Tensor, encoding: str | None, value_dtype: torch.dtype | None = None
+) -> tuple[TensorRecord, dict[str, Tensor]]:
     if "::" in name:
         raise CheckpointError(f"tensor name {name!r} may not contain '::' (reserved for stored parts)")
     tensor = tensor.detach().to("cpu").contiguous()
+    logical_dtype, stored_dtype = tensor.dtype, None
+    if value_dtype is not None and tensor.is_floating_point() and tensor.dtype != value_dtype:
+        smaller = tensor.to(value_dtype)
+        if not torch.isfinite(smaller).all() and torch.isfinite(tensor).all():
+            raise CheckpointError(
+                f"tensor {name!r} has values beyond {_dtype_name(value_dtype)}'s range: store it as float32 or bfloat16"
+            )
+        tensor, stored_dtype = smaller, _dtype_name(value_dtype)
     flat = tensor.reshape(-1)
     kept = (flat != 0).numpy()
     nnz = int(kept.sum())
@@ -139,13 +155,19 @@ def _encode(name: str, tensor: Tensor, encoding: str | None) -> tuple[TensorReco
         else:
             index = torch.from_numpy(gaps if gaps is not None else encode_gaps(kept))
         parts = {f"{name}::values": values, f"{name}::{encoding}": index}
-    record = TensorRecord(
-        name, encoding, tuple(tensor.shape), _dtype_name(tensor.dtype), nnz, {k: _sha256(v) for k, v in parts.items()}
-    )
+    digests = {k: _sha256(v) for k, v in parts.items()}
+    record = TensorRecord(name, encoding, tuple(tensor.shape), _dtype_name(logical_dtype), nnz, digests, stored_dtype)
     return record, parts
 
 
 def _decode(record: TensorRecord, stored: dict[str, Tensor]) -> Tensor:
+    tensor = _decode_stored(record, stored)
+    if record.stored_dtype is not None:
+        return tensor.to(getattr(torch, record.dtype))
+    return tensor
+
+
+def _decode_stored(record: TensorRecord, stored: dict[str, Tensor]) -> Tensor:
     if record.encoding == "dense":
         return stored[record.name]
     values = stored[f"{record.name}::values"]
@@ -172,17 +194,22 @@ def save_tensors(
     manifest: dict[str, Any] | None = None,
     *,
     encodings: dict[str, str] | None = None,
+    value_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Write ``tensors`` (zeros = pruned) with the smallest encoding each, and ``manifest`` in the metadata.
 
-    Returns the full manifest written. The file appears atomically (temporary file, then rename).
+    ``value_dtype`` ("float32", "float16", "bfloat16"): the type floating-point values are stored in (float32 keeps
+    each tensor's own). Returns the full manifest written. The file appears atomically (temporary file, then rename).
     """
+    if value_dtype not in VALUE_DTYPES:
+        raise CheckpointError(f"value_dtype must be one of {sorted(VALUE_DTYPES)}, got {value_dtype!r}")
+    smaller = None if value_dtype == "float32" else VALUE_DTYPES[value_dtype]
     from safetensors.torch import save_file
 
     encodings = encodings or {}
     records, stored = {}, {}
     for name, tensor in tensors.items():
-        record, parts = _encode(name, tensor, encodings.get(name))
+        record, parts = _encode(name, tensor, encodings.get(name), smaller)
         records[name] = record
         stored.update(parts)
     from compress import __version__
@@ -237,12 +264,22 @@ def load_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     for name, entry in manifest["tensors"].items():
         try:
             record = TensorRecord(
-                name, entry["encoding"], tuple(entry["shape"]), entry["dtype"], int(entry["nnz"]), entry["sha256"]
+                name,
+                entry["encoding"],
+                tuple(entry["shape"]),
+                entry["dtype"],
+                int(entry["nnz"]),
+                entry["sha256"],
+                entry.get("stored_dtype"),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"tensor {name!r}: malformed manifest entry ({error})") from None
         if record.encoding not in ENCODINGS:
             raise CheckpointError(f"tensor {name!r}: unknown encoding {record.encoding!r}")
+        if record.stored_dtype is not None and (
+            record.stored_dtype not in VALUE_DTYPES or record.dtype not in VALUE_DTYPES
+        ):
+            raise CheckpointError(f"tensor {name!r}: cannot store {record.dtype} values as {record.stored_dtype!r}")
         for part, digest in record.stored.items():
             if part not in stored:
                 raise CheckpointError(f"tensor {name!r}: stored entry {part!r} is missing")
