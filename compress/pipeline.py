@@ -22,6 +22,7 @@ from torch import nn
 from compress.checkpoint import CheckpointError, load_tensors, save_tensors
 from compress.methods import PruningHooks, build_hooks
 from compress.models import LanguageModel, SequenceTagger
+from compress.outputs import finish_outputs, rewrite_report
 from compress.pruning import reinitialize
 from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots
 from compress.spec import DenseMethod, Recipe
@@ -316,6 +317,13 @@ def run(
     files = [checkpoint, report_path, *save_plots(model, outcome.history, output_dir, adapter.metric)]
     if isinstance(hooks, PruningHooks) and hooks.regularizer is not None:
         files += save_moduli_plot(hooks.regularizer, output_dir)
+    # The recipe's output section (compress.outputs): value dtype, measured speed, export artifacts.
+    extra_files, extra_metrics = finish_outputs(
+        recipe, checkpoint=checkpoint, adapter=adapter, report=report, device=device, output_dir=output_dir
+    )
+    files += extra_files
+    metrics |= extra_metrics
+    rewrite_report(report_path, report)
     return Result(model, metrics, outcome.history, report, checkpoint, files, baselines)
 
 
