@@ -11,7 +11,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 import compress
-from compress.checkpoint import CheckpointError, load_tensors, read_manifest, save_tensors
+from compress.checkpoint import (
+    CheckpointError,
+    TensorRecord,
+    _deflate,
+    _inflate,
+    load_tensors,
+    read_manifest,
+    save_tensors,
+)
 from compress.export import dense_model, export_onnx
 from compress.pipeline import build_model, export_dense, load_checkpoint, save_checkpoint
 from compress.runtime.speed import measure_speed
@@ -37,10 +45,23 @@ def test_smaller_values_round_trip_to_the_rounded_originals(tmp_path, dtype):
         torch.testing.assert_close(loaded[name], tensors[name].to(smaller).float(), atol=0, rtol=0)
         assert manifest["tensors"][name]["stored_dtype"] == dtype
     assert torch.equal(loaded["steps"], tensors["steps"]) and "stored_dtype" not in manifest["tensors"]["steps"]
-    # 3000 kept values of 4 bytes become 2 bytes: the file shrinks by about 2 bytes per kept value and bias entry
+    # 3000 kept values and 300 biases of 4 bytes become 2 bytes each, and deflating the entries saves some more
     saved = (tmp_path / "32.safetensors").stat().st_size - (tmp_path / "16.safetensors").stat().st_size
     kept = int((tensors["w"] != 0).sum()) + 300
-    assert 0.9 * 2 * kept < saved < 2 * kept + 2000
+    assert saved > 2 * kept
+    assert "w::values" in manifest["tensors"]["w"]["deflated"]
+
+
+def test_a_deflated_entry_inflates_to_its_count_and_no_further():
+    values = torch.randn(1000).half()
+    packed = _deflate(values)
+    record = TensorRecord("w", "gaps", (4000,), "float32", 1000, {}, "float16", {"w::values": 1000})
+    assert torch.equal(_inflate(record, "w::values", packed, torch.float16), values)
+    short = TensorRecord("w", "gaps", (4000,), "float32", 10, {}, "float16", {"w::values": 10})
+    with pytest.raises(CheckpointError, match="does not inflate to 10 elements"):
+        _inflate(short, "w::values", packed, torch.float16)
+    with pytest.raises(CheckpointError, match="does not inflate"):
+        _inflate(record, "w::values", torch.tensor([1, 2, 3], dtype=torch.uint8), torch.float16)
 
 
 def test_values_beyond_float16_are_refused_and_underflow_counts_as_pruned(tmp_path):
