@@ -6,7 +6,10 @@ Three ways to run the whole stack, measured against each other per module at bat
 - ``native``: PyTorch's fused kernel (oneDNN on CPU, cuDNN on CUDA) on the dense-equivalent weights: the dense model;
 - ``stepwise``: the input projection of all time steps as one product, then one recurrent product per step, each
   product in the form :mod:`compress.runtime.forms` chose for its tensor (dense, CSR, block);
-- ``components``: a predefined-sparse layer's own formulation (k fused calls, one per component).
+- ``components``: a predefined-sparse layer's own formulation (k fused calls, one per component);
+- ``flashrnn`` (CUDA, with the optional package): the predefined layer's block-diagonal recurrence in one fused
+  kernel (compress/predefined/flashrnn_kernel.py); kept as a candidate only if its output matches the fused dense
+  kernel's on the measurement input.
 
 The fastest runs (the fused dense kernel unless another is measured at least 10% faster), so the module is never
 slower than the dense one: ``native`` is always a candidate.
@@ -145,6 +148,8 @@ class FastRecurrent(nn.Module):
             candidates = {"native": lambda x=x: self._run_native(x, None), "stepwise": lambda x=x: self._run(x, None)}
             if self._components is not None:
                 candidates["components"] = lambda x=x: self._components(x)
+                if self._flashrnn_checked(x):
+                    candidates["flashrnn"] = lambda x=x: self._run_flashrnn(x, None)
             timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
             self.executor_timings_us[label] = {k: round(v, 1) for k, v in timings.items()}
             self.executors[label] = prefer(timings, "native")
@@ -157,6 +162,31 @@ class FastRecurrent(nn.Module):
             self.executors["step"] = prefer(timings, "native")
         self.executor_reason = f"fastest measured over {MEASURE_STEPS} steps at batch 1 and 32, and one streaming step"
 
+    def _flashrnn_checked(self, x: Tensor) -> bool:
+        """flashrnn can run this layer here and gives the dense kernel's output on ``x`` (else the reason is kept)."""
+        from compress.predefined import flashrnn_kernel
+
+        if getattr(self, "flashrnn_note", None) is not None:
+            return self.flashrnn_note == "matches the dense kernel"
+        reason = flashrnn_kernel.unsupported_reason(self._components, x.device)
+        if reason is None:
+            try:
+                with torch.inference_mode():
+                    difference = (self._run_flashrnn(x, None)[0] - self._run_native(x, None)[0]).abs().max().item()
+                reason = None if difference <= 1e-3 else f"output differs from the dense kernel by {difference:.2g}"
+            except Exception as error:  # a kernel that does not build or run here is not a candidate
+                reason = f"flashrnn failed here: {type(error).__name__}: {str(error)[:200]}"
+        self.flashrnn_note = reason or "matches the dense kernel"
+        return reason is None
+
+    def _run_flashrnn(self, input, hx):
+        module = self._components
+        saved, module.formulation = module.formulation, "flashrnn"
+        try:
+            return module(input, hx)
+        finally:
+            module.formulation = saved
+
     def describe(self) -> dict[str, Any]:
         return {
             "module": self.name,
@@ -166,7 +196,7 @@ class FastRecurrent(nn.Module):
             "executor_step": self.executors["step"],
             "timings_us": self.executor_timings_us,
             "reason": self.executor_reason,
-        }
+        } | ({"flashrnn": self.flashrnn_note} if getattr(self, "flashrnn_note", None) else {})
 
     def matrix_plans(self) -> list[MatrixPlan]:
         return [plan for directions in self.layers for plans in directions for plan in plans[:2]]
@@ -322,6 +352,8 @@ class FastRecurrent(nn.Module):
                 return self._run_native(input, hx)
             if executor == "components":
                 return self._components(input, hx)
+            if executor == "flashrnn" and not isinstance(input, PackedSequence):
+                return self._run_flashrnn(input, hx)
             return self._run(input, hx)
 
     # -- streaming ---------------------------------------------------------------------------------------------------
