@@ -6,7 +6,7 @@ Called by :func:`compress.pipeline.run` once the checkpoint and the report exist
   back from it and evaluated again, and the report's ``values`` section gives the metric before and after;
 - ``measure_speed``: the runtime's batch-1 latency and batch-32 throughput against the dense equivalent
   (compress.runtime.speed); the metrics get ``speedup_latency`` and ``speedup_throughput``, the report a ``speed``
-  section;
+  section and ``speed.png``;
 - ``export``: ``model.dense.safetensors`` and/or ``model.onnx`` (compress.export).
 """
 
@@ -46,7 +46,9 @@ def finish_outputs(
     files: list[Path] = []
     metrics: dict[str, float] = {}
     if output.value_dtype != "float32":
-        before = report.get("metrics", {}).get(adapter.metric)
+        # both measured the same way, on the model loaded back from each file
+        float32_model, _ = load_checkpoint(checkpoint, device=device)
+        before = adapter.evaluate(float32_model)[adapter.metric]
         float32_bytes = checkpoint.stat().st_size
         rewrite_values(checkpoint, output.value_dtype)
         model, _ = load_checkpoint(checkpoint, device=device)
@@ -56,7 +58,7 @@ def finish_outputs(
             "metric": adapter.metric,
             "float32": before,
             output.value_dtype: after,
-            "change": None if before is None else after - before,
+            "change": after - before,
             "checkpoint_bytes_float32": float32_bytes,
             "checkpoint_bytes": checkpoint.stat().st_size,
         }
@@ -71,6 +73,7 @@ def finish_outputs(
         report["speed"] = speed
         metrics["speedup_latency"] = speed["speedup_latency"]
         metrics["speedup_throughput"] = speed["speedup_throughput"]
+        files.append(save_speed_plot(speed, output_dir))
     dense_path = None
     if "dense_safetensors" in output.export:
         from compress.export import DENSE_NAME
@@ -84,6 +87,28 @@ def finish_outputs(
         report["onnx"] = {"file": ONNX_NAME, "opset": ONNX_OPSET}
     report.setdefault("metrics", {}).update(metrics)
     return files, metrics
+
+
+def save_speed_plot(speed: dict[str, Any], directory: Path) -> Path:
+    """``speed.png``: microseconds per token, dense equivalent vs runtime, at batch 1 and batch 32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for axis, label in zip(axes, ("latency", "throughput"), strict=True):
+        times = speed[f"{label}_us_per_token"]
+        axis.bar(["dense", "runtime"], [times["dense"], times["runtime"]], color=["tab:gray", "tab:green"])
+        batch = 1 if label == "latency" else 32
+        axis.set_title(f"batch {batch}: {speed[f'speedup_{label}']:.2f}x", fontsize=9)
+        axis.set_ylabel("us per token")
+    figure.suptitle(f"measured on {speed['device']}, {speed['threads']} thread(s)", fontsize=9)
+    figure.tight_layout()
+    path = directory / "speed.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
 
 
 def rewrite_report(path: Path, report: dict[str, Any]) -> None:

@@ -79,14 +79,16 @@ class BlockForm:
         self.h = blocks[0].shape[0] // gates
         self.weight_t = torch.stack([b.t() for b in blocks]).contiguous()  # (k, L, G*h)
         contiguous = all(s == c * self.length for c, s in enumerate(starts))
-        self.index = None if contiguous else torch.tensor([list(range(s, s + self.length)) for s in starts])
+        device = blocks[0].device  # on the weights' device once, not copied there on every product
+        windows = [list(range(s, s + self.length)) for s in starts]
+        self.index = None if contiguous else torch.tensor(windows, device=device)
 
     def __call__(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
         if self.index is None:  # the windows tile the input exactly (W_hh, or W_ih with delta = 1/k)
             windows = x.view(rows, self.k, self.length).transpose(0, 1)
         else:
-            windows = x[:, self.index.to(x.device)].transpose(0, 1)  # (k, rows, L)
+            windows = x[:, self.index].transpose(0, 1)  # (k, rows, L)
         out = torch.bmm(windows, self.weight_t)  # (k, rows, G*h)
         # component-major [c][g][j] -> PyTorch's gate-major [g][c][j]
         return out.view(self.k, rows, self.gates, self.h).permute(1, 2, 0, 3).reshape(rows, -1)

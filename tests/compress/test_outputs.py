@@ -176,7 +176,7 @@ def test_a_job_with_an_output_section(tmp_path, ptb):
     )
     result = compress.run(recipe, {"train": tmp_path / "train.txt"}, output_dir=tmp_path / "out", device="cpu")
     names = {p.name for p in result.files}
-    assert {"model.safetensors", "report.json", "model.dense.safetensors", "model.onnx"} <= names
+    assert {"model.safetensors", "report.json", "model.dense.safetensors", "model.onnx", "speed.png"} <= names
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["speed"]["speedup_latency"] == result.metrics["speedup_latency"] > 0
     assert result.metrics["speedup_throughput"] > 0 and report["onnx"]["opset"] == 17
