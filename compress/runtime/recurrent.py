@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from compress.predefined import SparseRecurrent
-from compress.runtime.forms import BlockForm, MatrixPlan, choose, prefer, race
+from compress.runtime.forms import BlockForm, MatrixPlan, choose, confirm, race
 
 _NATIVE = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
@@ -152,14 +152,14 @@ class FastRecurrent(nn.Module):
                     candidates["flashrnn"] = lambda x=x: self._run_flashrnn(x, None)
             timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
             self.executor_timings_us[label] = {k: round(v, 1) for k, v in timings.items()}
-            self.executors[label] = prefer(timings, "native")
+            self.executors[label] = confirm(candidates, timings, "native", budget_s, reference.device)
         if not self.bidirectional:
             x = torch.randn(1, self.input_size, **factory)
             state = self.initial_state(1)
             candidates = {"native": lambda: self._step_native(x, state), "stepwise": lambda: self._step(x, state)}
             timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
             self.executor_timings_us["step"] = {k: round(v, 1) for k, v in timings.items()}
-            self.executors["step"] = prefer(timings, "native")
+            self.executors["step"] = confirm(candidates, timings, "native", budget_s, reference.device)
         self.executor_reason = f"fastest measured over {MEASURE_STEPS} steps at batch 1 and 32, and one streaming step"
 
     def _flashrnn_checked(self, x: Tensor) -> bool:
