@@ -110,6 +110,10 @@ class FastRecurrent(nn.Module):
                 w_hh = choose(f"{name}.weight_hh_{key}", dense[f"weight_hh_{key}"], block=block_hh, **options)
                 b_ih = dense.get(f"bias_ih_{key}")
                 b_hh = dense.get(f"bias_hh_{key}")
+                if self.cell != "gru" and b_ih is not None:
+                    # LSTM and RNN add both biases to the same sum: once into the input projection, not every step
+                    # (GRU's b_hn sits inside the reset gate's product and stays with W_hh)
+                    b_ih, b_hh = b_ih + b_hh, None
                 directions.append((w_ih, w_hh, b_ih, b_hh))
             self.layers.append(directions)
         self.executors = {"batch1": "stepwise", "batch32": "stepwise", "step": "stepwise"}
@@ -217,10 +221,12 @@ class FastRecurrent(nn.Module):
         gh = w_hh(h)
         if b_hh is not None:
             gh = gh + b_hh
-        if self.cell == "lstm":
-            i, f, g, o = (gi + gh).chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            return torch.sigmoid(o) * torch.tanh(c), c
+        if self.cell == "lstm":  # few, large element-wise calls: at batch 1 each call's overhead is the cost
+            gates = gi + gh
+            size = h.shape[1]
+            sig = torch.sigmoid(gates)  # i, f and o at once (g's sigmoid is computed and ignored)
+            c = torch.addcmul(sig[:, size : 2 * size] * c, sig[:, :size], torch.tanh(gates[:, 2 * size : 3 * size]))
+            return sig[:, 3 * size :] * torch.tanh(c), c
         if self.cell == "gru":
             r_i, z_i, n_i = gi.chunk(3, 1)
             r_h, z_h, n_h = gh.chunk(3, 1)
