@@ -15,6 +15,9 @@ zero the gradients, forward, ``output.sum().backward()`` (the input requires gra
   (c') sparse masked   SparseLSTM(formulation="masked"): dense-equivalent weights assembled with index_put
   (d)  k modules       k separate torch.nn.LSTM run one after another in a Python loop on their input windows,
                        outputs concatenated (the authors' way)
+  (a:flashrnn)         on CUDA with the optional flashrnn package: SparseLSTM(formulation="flashrnn"), the
+                       block-diagonal recurrence in one fused kernel; its (a:flashrnn)/(b) line settles whether "auto"
+                       should take it (FLASHRNN_AUTO_MAX_HIDDEN in compress/predefined/recurrent.py)
 
 All variants of one size start from the same weights and are checked to compute the same output before timing. Steps
 are interleaved (every repetition runs every variant once, in a shuffled order) and the table gives the median.
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from compress.predefined import SparseLSTM, dense_parameter_count
+from compress.predefined import SparseLSTM, dense_parameter_count, flashrnn_kernel
 from compress.predefined.layout import LayerLayout
 
 SEQ_LEN = 35
@@ -180,10 +183,18 @@ def build_variants(n: int, sizes: list[SparseSize], device: torch.device) -> lis
         variants.append(Variant("a", f"SparseLSTM auto={chosen}", k, hidden, sparse, lambda x, m=sparse: m(x)[0], []))
         # The other formulation of the same layer, for "let the benchmark decide" (c' is always the masked one).
         others = [("a:loop", "loop")] if chosen != "loop" else []
+        if chosen != "flashrnn" and flashrnn_kernel.unsupported_reason(sparse, device) is None:
+            others.append(("a:flashrnn", "flashrnn"))
         for key, formulation in [*others, ("c'", "masked")]:
             twin = SparseLSTM(n, hidden, components=k, input_density=size.input_density, formulation=formulation)
             twin = twin.to(device)
             twin.load_state_dict(sparse.state_dict())
+            if formulation == "flashrnn":
+                try:  # the kernels compile on first use; a failure here is a finding, not a crash of the whole run
+                    twin(torch.zeros(2, 1, n, device=device))
+                except Exception as error:
+                    print(f"  k={k}: flashrnn skipped: {type(error).__name__}: {str(error)[:300]}")
+                    continue
             label = f"SparseLSTM {formulation}"
             variants.append(Variant(key, label, k, hidden, twin, lambda x, m=twin: m(x)[0], []))
         masked, separate = MaskedDenseLSTM(sparse), SeparateLSTMs(sparse)
@@ -318,6 +329,10 @@ def print_targets(rows: list[ResultRow]) -> dict[str, bool]:
         candidates = [r for r in rows if r.k == k and (r.key == "a" or r.key.startswith("a:") or r.key == "c'")]
         fastest = min(candidates, key=lambda r: r.median_ms)
         print(f"    fastest SparseLSTM formulation at k={k}: {fastest.label} ({fastest.median_ms:.2f} ms)")
+        for row in (r for r in candidates if r.key.startswith("a:")):
+            ratio = row.median_ms / b.median_ms
+            ok = verdict(ratio <= TARGET_DENSE_RATIO)
+            print(f"    ({row.key})/(b) at k={k}: {ratio:.3f}  {ok} <= {TARGET_DENSE_RATIO}")
     return results
 
 

@@ -240,19 +240,19 @@ def validate_trajectories(path: str | Path) -> Validation:
                             )
                 except (OSError, zipfile.BadZipFile, EOFError) as error:
                     return Validation(False, key=key, reason=f"cannot be read ({error})")
-        problem = _velocity_problem(*(_leading(archive, key, int(velocity[1])) for key in TRAJECTORY_ARRAYS))
+        count = max(1, min(int(velocity[0]), CHUNK_BYTES // (int(velocity[1]) * 2 * 8 * 16)))  # a few float64 copies
+        problem = _velocity_problem(*(_leading(archive, key, count) for key in TRAJECTORY_ARRAYS))
         if problem:
             return Validation(False, key="velocity", reason=problem)
         return Validation(True, stats={"trajectories": int(velocity[0]), "steps": int(velocity[1])})
 
 
-def _leading(archive: zipfile.ZipFile, key: str, steps: int):
-    """The first trajectories of an array (about CHUNK_BYTES of them), for the unit check: bounded memory."""
+def _leading(archive: zipfile.ZipFile, key: str, count: int):
+    """The first ``count`` trajectories of an array, for the unit check: bounded memory."""
     import numpy as np
 
     handle, shape, dtype = _array_header(archive, key)
     row = math.prod(shape[1:])
-    count = max(1, min(shape[0], CHUNK_BYTES // (row * dtype.itemsize * 2)))
     with handle:
         data = handle.read(count * row * dtype.itemsize)
     return np.frombuffer(data, dtype=dtype).reshape(count, *shape[1:]).astype(np.float64)

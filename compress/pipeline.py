@@ -24,6 +24,7 @@ from torch import nn
 from compress.checkpoint import CheckpointError, load_tensors, save_tensors
 from compress.methods import PruningHooks, build_hooks
 from compress.models import LanguageModel, SequenceTagger
+from compress.outputs import finish_outputs, rewrite_report
 from compress.pruning import reinitialize
 from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots, save_tradeoff_plot
 from compress.spec import TEXT_TASKS, DenseMethod, Recipe
@@ -394,9 +395,16 @@ def run(
     compared = {("reference" if n == reference_kind else n): trained[n] for n in trained}
     files = [checkpoint, report_path]
     files += save_plots(model, outcome.history, output_dir, adapter.metric, compared=compared, title=summary(recipe))
-    files += save_tradeoff_plot(report, output_dir, adapter.metric, trained, reference_kind, title=summary(recipe))
     if isinstance(hooks, PruningHooks) and hooks.regularizer is not None:
         files += save_moduli_plot(hooks.regularizer, output_dir)
+    # The recipe's output section (compress.outputs): value dtype, measured speed, export artifacts.
+    extra_files, extra_metrics = finish_outputs(
+        recipe, checkpoint=checkpoint, adapter=adapter, report=report, device=device, output_dir=output_dir
+    )
+    files += extra_files
+    metrics |= extra_metrics
+    files += save_tradeoff_plot(report, output_dir, adapter.metric, trained, reference_kind, title=summary(recipe))
+    rewrite_report(report_path, report)
     return Result(model, metrics, outcome.history, report, checkpoint, files, baselines, verdict, warnings)
 
 

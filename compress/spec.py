@@ -266,6 +266,25 @@ Baseline = Literal["dense_same_params", "dense_full"]
 Reference = Literal["auto", "dense", "dense_same_params", "none"]
 
 
+class OutputSpec(_Strict):
+    """What a job writes besides the sparse checkpoint, its report and plots (compress.outputs)."""
+
+    export: list[Literal["dense_safetensors", "onnx"]] = Field(
+        default_factory=list,
+        description="model.dense.safetensors (plain PyTorch names) and/or model.onnx (the dense equivalent)",
+    )
+    value_dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="type of the checkpoint's stored values; the report measures the quality change"
+    )
+    measure_speed: bool = Field(True, description="time the runtime against the dense equivalent (speedup_* metrics)")
+
+    @model_validator(mode="after")
+    def _once_each(self) -> OutputSpec:
+        if len(set(self.export)) != len(self.export):
+            raise ValueError("export lists the same artifact twice")
+        return self
+
+
 class Recipe(_Strict):
     version: Literal[1] = RECIPE_VERSION
     task: Task
@@ -289,6 +308,7 @@ class Recipe(_Strict):
     init_from: str | None = Field(
         None, max_length=64, description="dense safetensors weights to prune instead of training"
     )
+    output: OutputSpec = OutputSpec()
 
     @model_validator(mode="after")
     def _coherent(self) -> Recipe:

@@ -37,7 +37,9 @@ from workers.reaper import ORPHAN_CANCELLED
 
 log = logging.getLogger("sparseq.worker")
 HEARTBEAT_S = 5.0
-ARTIFACT_KINDS = {".safetensors": "checkpoint", ".json": "report", ".png": "plot"}
+ARTIFACT_KINDS = {".safetensors": "checkpoint", ".json": "report", ".png": "plot", ".onnx": "export"}
+# Export artifacts that share a suffix with the checkpoint (compress.export): matched on the whole name first.
+EXPORT_NAMES = {"model.dense.safetensors": "export"}
 
 
 class _Context:
@@ -252,7 +254,7 @@ def record_artifacts(sessions, store: BlobStore, job_id: str, owner: str, staged
             lock_blob(session, sha)  # a file of the same bytes may be being deleted (see lock_blob)
         for path, temporary, sha, size in staged:
             store.commit(temporary, sha)
-            kind = ARTIFACT_KINDS.get(path.suffix, "file")
+            kind = EXPORT_NAMES.get(path.name) or ARTIFACT_KINDS.get(path.suffix, "file")
             session.add(Artifact(job_id=job_id, owner=owner, kind=kind, filename=path.name, bytes=size, sha256=sha))
     return replaced - digests
 

@@ -21,6 +21,11 @@ benchmarks/predefined_speed.py measured fastest (seq 35, batch 20, dense n = 200
   (n = 200, 650), and up to 1.3x slower when it is large (n = 1500: H_s = 2342-5290); "auto" switches at
   ``CUDA_MASKED_MAX_ENTRIES`` weight entries per component.
 
+- ``"flashrnn"`` (CUDA, the optional ``gpu`` extra): NX-AI's fused multi-head recurrence, which is exactly the
+  block-diagonal W_hh (compress/predefined/flashrnn_kernel.py); components of equal size, no packed input. "auto"
+  takes it on CUDA only where benchmarks/gpu_check.sh measured it faster: ``FLASHRNN_AUTO_MAX_HIDDEN`` (0 until a GPU
+  run sets it, so "auto" never picks it unmeasured).
+
 Running the loop's components on separate CUDA streams was measured too: 2-21% slower than the plain loop (the
 per-call host work, not the GPU, is the bottleneck), so it was not kept.
 """
@@ -40,11 +45,14 @@ from torch.nn.utils.rnn import PackedSequence
 from compress.predefined.layout import LayerLayout, gate_count
 from compress.predefined.planner import dense_parameter_count
 
-Formulation = Literal["auto", "loop", "masked"]
-FORMULATIONS = ("auto", "loop", "masked")
+Formulation = Literal["auto", "loop", "masked", "flashrnn"]
+FORMULATIONS = ("auto", "loop", "masked", "flashrnn")
 # "auto" on CUDA: masked while the dense-equivalent layer has at most this many weight entries per component, else loop
 # (benchmarks/predefined_speed.py on an H100; see the module docstring).
 CUDA_MASKED_MAX_ENTRIES = 12_000_000
+# "auto" on CUDA takes flashrnn for layers up to this hidden size, where benchmarks/gpu_check.sh measured it faster than
+# the formulation above; 0 = never (no GPU run has measured it yet).
+FLASHRNN_AUTO_MAX_HIDDEN = 0
 
 _NATIVE = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 _PARAM_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -299,8 +307,15 @@ class SparseRecurrent(nn.Module):
             raise ValueError(f"input has {data.size(-1)} features, expected input_size={self.input_size}")
 
         states = self._initial_states(hx, batch, data, unbatched, sorted_indices)
-        formulation = self._resolved_formulation(data.device)
-        if formulation == "masked":
+        formulation = self._resolved_formulation(data.device, packed)
+        if formulation == "flashrnn":
+            from compress.predefined import flashrnn_kernel
+
+            reason = flashrnn_kernel.unsupported_reason(self, data.device, packed)
+            if reason is not None:
+                raise ValueError(f"formulation 'flashrnn': {reason}")
+            output, finals = flashrnn_kernel.forward(self, data, states)
+        elif formulation == "masked":
             output, finals = self._forward_masked(data, batch_sizes, states)
         else:
             output, finals = self._forward_loop(data, batch_sizes, states, directions)
@@ -314,11 +329,19 @@ class SparseRecurrent(nn.Module):
             finals = [f.squeeze(1) for f in finals]
         return output, (tuple(finals) if is_lstm else finals[0])
 
-    def _resolved_formulation(self, device: torch.device) -> str:
-        """ "auto": the loop on CPU; on CUDA the masked layer unless it is large per component (see the docstring)."""
+    def _resolved_formulation(self, device: torch.device, packed: bool = False) -> str:
+        """ "auto": the loop on CPU; on CUDA flashrnn where measured faster, else the masked layer unless it is large
+        per component (see the docstring)."""
         if self.formulation != "auto":
             return self.formulation
-        return self._cuda_auto if device.type == "cuda" else "loop"
+        if device.type != "cuda":
+            return "loop"
+        if self.hidden_size <= FLASHRNN_AUTO_MAX_HIDDEN:
+            from compress.predefined import flashrnn_kernel
+
+            if flashrnn_kernel.unsupported_reason(self, device, packed) is None:
+                return "flashrnn"
+        return self._cuda_auto
 
     def _initial_states(self, hx, batch: int, data: Tensor, unbatched: bool, sorted_indices) -> list[Tensor]:
         expected = (self.num_layers * len(self._suffixes), batch, self.hidden_size)

@@ -70,8 +70,8 @@ def test_a_large_honest_archive_is_validated_in_bounded_memory(tmp_path):
     n, steps = 500, 2000  # 16 MB per array
     rng = np.random.default_rng(0)
     start = rng.uniform(-0.5, 0.5, (n, 2))
-    velocity = rng.normal(0, 0.05, (n, steps, 2))
-    position = np.clip(start[:, None, :] + np.cumsum(velocity * 0.02, axis=1), -1.1, 1.1)
+    velocity = rng.normal(0, 0.0005, (n, steps, 2))  # metres a step
+    position = start[:, None, :] + np.cumsum(velocity, axis=1)
     path = tmp_path / "large.npz"
     np.savez(path, velocity=velocity, position=position, start=start)
     del velocity, position
@@ -91,9 +91,10 @@ def test_a_large_honest_archive_is_validated_in_bounded_memory(tmp_path):
 @pytest.mark.parametrize("compressed", [False, True])
 def test_compressed_and_plain_archives_read_alike(tmp_path, compressed):
     rng = np.random.default_rng(1)
+    velocity = rng.normal(0, 0.01, (3, 7, 2)).astype(np.float32)  # metres a step
     arrays = {
-        "velocity": rng.normal(0, 0.1, (3, 7, 2)).astype(np.float32),
-        "position": rng.uniform(-1, 1, (3, 7, 2)).astype(np.float32),
+        "velocity": velocity,
+        "position": np.cumsum(velocity, axis=1),
         "start": np.zeros((3, 2), dtype=np.float32),  # all zeros: compresses very well, and is small
     }
     path = tmp_path / "walks.npz"

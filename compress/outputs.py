@@ -1,0 +1,115 @@
+"""What a job produces besides the sparse checkpoint, as the recipe's ``output`` section asks (spec.OutputSpec).
+
+Called by :func:`compress.pipeline.run` once the checkpoint and the report exist:
+
+- ``value_dtype`` float16/bfloat16: the checkpoint is rewritten with its values in that type, the model is loaded
+  back from it and evaluated again, and the report's ``values`` section gives the metric before and after;
+- ``measure_speed``: the runtime's batch-1 latency and batch-32 throughput against the dense equivalent
+  (compress.runtime.speed); the metrics get ``speedup_latency`` and ``speedup_throughput``, the report a ``speed``
+  section and ``speed.png``;
+- ``export``: ``model.dense.safetensors`` and/or ``model.onnx`` (compress.export).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.checkpoint import load_tensors, save_tensors
+
+_FORMAT_KEYS = ("format", "format_version", "library_version", "tensors")
+
+
+def rewrite_values(checkpoint: Path, value_dtype: str) -> None:
+    """Store the checkpoint's floating-point values as ``value_dtype`` (same manifest, same tensors otherwise)."""
+    tensors, manifest = load_tensors(checkpoint)
+    fields = {k: v for k, v in manifest.items() if k not in _FORMAT_KEYS}
+    save_tensors(checkpoint, tensors, fields, value_dtype=value_dtype)
+
+
+def finish_outputs(
+    recipe,
+    *,
+    checkpoint: Path,
+    adapter,
+    report: dict[str, Any],
+    device: torch.device,
+    output_dir: Path,
+) -> tuple[list[Path], dict[str, float]]:
+    """Apply the recipe's output section; returns (new files, new metrics) and extends ``report`` in place."""
+    from compress.pipeline import export_dense, load_checkpoint
+
+    output = recipe.output
+    files: list[Path] = []
+    metrics: dict[str, float] = {}
+    if output.value_dtype != "float32":
+        # both measured the same way, on the model loaded back from each file
+        float32_model, _ = load_checkpoint(checkpoint, device=device)
+        before = adapter.evaluate(float32_model)[adapter.metric]
+        float32_bytes = checkpoint.stat().st_size
+        rewrite_values(checkpoint, output.value_dtype)
+        model, _ = load_checkpoint(checkpoint, device=device)
+        after = adapter.evaluate(model)[adapter.metric]
+        report["values"] = {
+            "dtype": output.value_dtype,
+            "metric": adapter.metric,
+            "float32": before,
+            output.value_dtype: after,
+            "change": after - before,
+            "checkpoint_bytes_float32": float32_bytes,
+            "checkpoint_bytes": checkpoint.stat().st_size,
+        }
+        report["checkpoint_bytes"] = checkpoint.stat().st_size
+        if report.get("dense_checkpoint_bytes"):
+            report["size_ratio"] = report["checkpoint_bytes"] / report["dense_checkpoint_bytes"]
+        metrics[f"{output.value_dtype}_{adapter.metric}"] = after
+    if output.measure_speed:
+        from compress.runtime.speed import measure_speed
+
+        speed = measure_speed(checkpoint, device)
+        report["speed"] = speed
+        metrics["speedup_latency"] = speed["speedup_latency"]
+        metrics["speedup_throughput"] = speed["speedup_throughput"]
+        files.append(save_speed_plot(speed, output_dir))
+    dense_path = None
+    if "dense_safetensors" in output.export:
+        from compress.export import DENSE_NAME
+
+        dense_path = export_dense(checkpoint, output_dir / DENSE_NAME)
+        files.append(dense_path)
+    if "onnx" in output.export:
+        from compress.export import ONNX_NAME, ONNX_OPSET, export_onnx
+
+        files.append(export_onnx(checkpoint, output_dir / ONNX_NAME, dense_path=dense_path))
+        report["onnx"] = {"file": ONNX_NAME, "opset": ONNX_OPSET}
+    report.setdefault("metrics", {}).update(metrics)
+    return files, metrics
+
+
+def save_speed_plot(speed: dict[str, Any], directory: Path) -> Path:
+    """``speed.png``: microseconds per token, dense equivalent vs runtime, at batch 1 and batch 32."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(7, 3))
+    for axis, label in zip(axes, ("latency", "throughput"), strict=True):
+        times = speed[f"{label}_us_per_token"]
+        axis.bar(["dense", "runtime"], [times["dense"], times["runtime"]], color=["tab:gray", "tab:green"])
+        batch = 1 if label == "latency" else 32
+        axis.set_title(f"batch {batch}: {speed[f'speedup_{label}']:.2f}x", fontsize=9)
+        axis.set_ylabel("us per token")
+    figure.suptitle(f"measured on {speed['device']}, {speed['threads']} thread(s)", fontsize=9)
+    figure.tight_layout()
+    path = directory / "speed.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def rewrite_report(path: Path, report: dict[str, Any]) -> None:
+    path.write_text(json.dumps(report, indent=2))

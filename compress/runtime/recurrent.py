@@ -1,0 +1,404 @@
+"""A recurrent stack (``torch.nn.LSTM``/``GRU``/``RNN`` or a predefined-sparse layer) as an inference module that runs
+each weight matrix in its fastest form.
+
+Three ways to run the whole stack, measured against each other per module at batch 1 and batch 32:
+
+- ``native``: PyTorch's fused kernel (oneDNN on CPU, cuDNN on CUDA) on the dense-equivalent weights: the dense model;
+- ``stepwise``: the input projection of all time steps as one product, then one recurrent product per step, each
+  product in the form :mod:`compress.runtime.forms` chose for its tensor (dense, CSR, block);
+- ``components``: a predefined-sparse layer's own formulation (k fused calls, one per component);
+- ``flashrnn`` (CUDA, with the optional package): the predefined layer's block-diagonal recurrence in one fused
+  kernel (compress/predefined/flashrnn_kernel.py); kept as a candidate only if its output matches the fused dense
+  kernel's on the measurement input.
+
+The fastest runs (the fused dense kernel unless another is measured at least 10% faster), so the module is never
+slower than the dense one: ``native`` is always a candidate.
+``step(x_t, state)`` advances one time step for streaming (batch-1 serving), with the same choice between a one-step
+fused call and the per-tensor forms. Gates follow PyTorch's formulas exactly (LSTM i, f, g, o; GRU r, z, n with the
+reset gate applied to ``W_hn h + b_hn``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from compress.predefined import SparseRecurrent
+from compress.runtime.forms import BlockForm, MatrixPlan, choose, confirm, race
+
+_NATIVE = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
+_MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+# Batches of at most this many sequences use the executor measured at batch 1.
+SMALL_BATCH = 4
+# Executors are raced over this many time steps: the step loop's cost against the fused kernel's changes with the
+# sequence length (an n = 256 layer at batch 32: the loop 15% faster over 8 steps, 20% slower over 16), so small
+# layers, where a long race is cheap, are raced over 32; large ones over 8, where the products dominate either way.
+MEASURE_STEPS, MEASURE_STEPS_SMALL, SMALL_LAYER_ENTRIES = 8, 32, 1 << 21
+
+
+def cell_of(module: nn.Module) -> str:
+    if isinstance(module, SparseRecurrent):
+        return module.cell
+    return _MODES[module.mode]
+
+
+def _dense_weights(module: nn.Module) -> dict[str, Tensor]:
+    if isinstance(module, SparseRecurrent):
+        return {name: weight for name, (weight, _) in module.dense_equivalent().items()}
+    if getattr(module, "proj_size", 0):
+        raise ValueError("LSTM with proj_size is not supported by the runtime")
+    return {name: p.detach() for name, p in module.named_parameters()}
+
+
+def _block_forms(module: SparseRecurrent, layer: int, suffix: str) -> tuple[BlockForm | None, BlockForm | None]:
+    layout = module.layouts[layer]
+    if len(set(layout.hidden_sizes)) != 1 or layout.components == 1:
+        return None, None  # components of unequal size do not stack into one batched product
+    params = [module.component_parameters(layer, c, suffix) for c in range(layout.components)]
+    gates = module.gates
+    w_ih = BlockForm([p[0].detach() for p in params], [start for start, _ in layout.windows], gates)
+    w_hh = BlockForm([p[1].detach() for p in params], list(layout.hidden_offsets), gates)
+    return w_ih, w_hh
+
+
+class FastRecurrent(nn.Module):
+    """Same call and return conventions as the module it replaces (time-major or batch-first, optional state,
+    ``PackedSequence``, unbatched input); inference only."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        name: str = "rnn",
+        measure: bool = True,
+        force: str | None = None,
+        budget_s: float = 0.01,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.cell = cell_of(module)
+        self.gates = _GATES[self.cell]
+        self.input_size, self.hidden_size = module.input_size, module.hidden_size
+        self.num_layers, self.bias = module.num_layers, module.bias
+        self.batch_first, self.bidirectional = module.batch_first, module.bidirectional
+        self.directions = 2 if module.bidirectional else 1
+        self._components = module if isinstance(module, SparseRecurrent) else None
+        dense = _dense_weights(module)
+        suffixes = ("", "_reverse")[: self.directions]
+        self.native_params = [
+            dense[f"{kind}_l{layer}{suffix}"]
+            for layer in range(self.num_layers)
+            for suffix in suffixes
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")[: 4 if self.bias else 2]
+        ]
+        # per (layer, direction): (W_ih plan, W_hh plan, b_ih, b_hh)
+        self.layers: list[list[tuple[MatrixPlan, MatrixPlan, Tensor | None, Tensor | None]]] = []
+        for layer in range(self.num_layers):
+            directions = []
+            for suffix in suffixes:
+                block_ih = block_hh = None
+                if self._components is not None:
+                    block_ih, block_hh = _block_forms(self._components, layer, suffix)
+                key = f"l{layer}{suffix}"
+                tensor_force = "dense" if force in ("native", "components") else force
+                options = {"measure": measure, "force": tensor_force, "budget_s": budget_s}
+                w_ih = choose(f"{name}.weight_ih_{key}", dense[f"weight_ih_{key}"], block=block_ih, **options)
+                w_hh = choose(f"{name}.weight_hh_{key}", dense[f"weight_hh_{key}"], block=block_hh, **options)
+                b_ih = dense.get(f"bias_ih_{key}")
+                b_hh = dense.get(f"bias_hh_{key}")
+                if self.cell != "gru" and b_ih is not None:
+                    # LSTM and RNN add both biases to the same sum: once into the input projection, not every step
+                    # (GRU's b_hn sits inside the reset gate's product and stays with W_hh)
+                    b_ih, b_hh = b_ih + b_hh, None
+                directions.append((w_ih, w_hh, b_ih, b_hh))
+            self.layers.append(directions)
+        self.executors = {"batch1": "stepwise", "batch32": "stepwise", "step": "stepwise"}
+        self.executor_timings_us: dict[str, dict[str, float]] = {}
+        self.executor_reason = ""
+        if force in ("native", "components"):
+            if force == "components" and self._components is None:
+                force = "native"
+            self.executors = dict.fromkeys(self.executors, force)
+            if force == "components":
+                self.executors["step"] = "stepwise"
+            self.executor_reason = f"forced {force}"
+        elif force is not None:
+            self.executor_reason = f"forced {force}: per-tensor forms"
+        elif measure:
+            self._measure_executors(budget_s)
+        else:
+            self._rule_executors()
+
+    # -- choosing the executor ---------------------------------------------------------------------------------------
+
+    def _all_dense(self) -> bool:
+        return all(p.small == p.large == "dense" for d in self.layers for plans in d for p in plans[:2])
+
+    def _rule_executors(self) -> None:
+        if self._all_dense():
+            self.executors = dict.fromkeys(self.executors, "native")
+            self.executor_reason = "calibrated rule: every tensor dense, so the fused kernel"
+        else:
+            self.executor_reason = "calibrated rule: a tensor runs sparse, so per-tensor forms"
+
+    def _measure_executors(self, budget_s: float) -> None:
+        reference = self.native_params[0]
+        factory = {"dtype": reference.dtype, "device": reference.device}
+        entries = sum(p.numel() for p in self.native_params)
+        steps = MEASURE_STEPS_SMALL if entries <= SMALL_LAYER_ENTRIES else MEASURE_STEPS
+        for label, batch in (("batch1", 1), ("batch32", 32)):
+            x = torch.randn(steps, batch, self.input_size, **factory)
+            if self.batch_first:
+                x = x.transpose(0, 1)
+            candidates = {"native": lambda x=x: self._run_native(x, None), "stepwise": lambda x=x: self._run(x, None)}
+            if self._components is not None:
+                candidates["components"] = lambda x=x: self._components(x)
+                if self._flashrnn_checked(x):
+                    candidates["flashrnn"] = lambda x=x: self._run_flashrnn(x, None)
+            timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
+            self.executor_timings_us[label] = {k: round(v, 1) for k, v in timings.items()}
+            self.executors[label] = confirm(candidates, timings, "native", budget_s, reference.device)
+        if not self.bidirectional:
+            x = torch.randn(1, self.input_size, **factory)
+            state = self.initial_state(1)
+            candidates = {"native": lambda: self._step_native(x, state), "stepwise": lambda: self._step(x, state)}
+            timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
+            self.executor_timings_us["step"] = {k: round(v, 1) for k, v in timings.items()}
+            self.executors["step"] = confirm(candidates, timings, "native", budget_s, reference.device)
+        self.executor_reason = f"fastest measured over {steps} steps at batch 1 and 32, and one streaming step"
+
+    def _flashrnn_checked(self, x: Tensor) -> bool:
+        """flashrnn can run this layer here and gives the dense kernel's output on ``x`` (else the reason is kept)."""
+        from compress.predefined import flashrnn_kernel
+
+        if getattr(self, "flashrnn_note", None) is not None:
+            return self.flashrnn_note == "matches the dense kernel"
+        reason = flashrnn_kernel.unsupported_reason(self._components, x.device)
+        if reason is None:
+            try:
+                with torch.inference_mode():
+                    difference = (self._run_flashrnn(x, None)[0] - self._run_native(x, None)[0]).abs().max().item()
+                reason = None if difference <= 1e-3 else f"output differs from the dense kernel by {difference:.2g}"
+            except Exception as error:  # a kernel that does not build or run here is not a candidate
+                reason = f"flashrnn failed here: {type(error).__name__}: {str(error)[:200]}"
+        self.flashrnn_note = reason or "matches the dense kernel"
+        return reason is None
+
+    def _run_flashrnn(self, input, hx):
+        module = self._components
+        saved, module.formulation = module.formulation, "flashrnn"
+        try:
+            return module(input, hx)
+        finally:
+            module.formulation = saved
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "module": self.name,
+            "cell": self.cell,
+            "executor_batch1": self.executors["batch1"],
+            "executor_batch32": self.executors["batch32"],
+            "executor_step": self.executors["step"],
+            "timings_us": self.executor_timings_us,
+            "reason": self.executor_reason,
+        } | ({"flashrnn": self.flashrnn_note} if getattr(self, "flashrnn_note", None) else {})
+
+    def matrix_plans(self) -> list[MatrixPlan]:
+        return [plan for directions in self.layers for plans in directions for plan in plans[:2]]
+
+    # -- running -----------------------------------------------------------------------------------------------------
+
+    def initial_state(self, batch: int):
+        reference = self.native_params[0]
+        zeros = reference.new_zeros(self.num_layers * self.directions, batch, self.hidden_size)
+        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
+
+    def _cell(self, gi: Tensor, h: Tensor, c: Tensor | None, w_hh: MatrixPlan, b_hh: Tensor | None):
+        gh = w_hh(h)
+        if b_hh is not None:
+            gh = gh + b_hh
+        if self.cell == "lstm":  # few, large element-wise calls: at batch 1 each call's overhead is the cost
+            gates = gi + gh
+            size = h.shape[1]
+            sig = torch.sigmoid(gates)  # i, f and o at once (g's sigmoid is computed and ignored)
+            c = torch.addcmul(sig[:, size : 2 * size] * c, sig[:, :size], torch.tanh(gates[:, 2 * size : 3 * size]))
+            return sig[:, 3 * size :] * torch.tanh(c), c
+        if self.cell == "gru":
+            r_i, z_i, n_i = gi.chunk(3, 1)
+            r_h, z_h, n_h = gh.chunk(3, 1)
+            r = torch.sigmoid(r_i + r_h)
+            z = torch.sigmoid(z_i + z_h)
+            n = torch.tanh(n_i + r * n_h)
+            return n + z * (h - n), None
+        pre = gi + gh
+        return (torch.tanh(pre) if self.cell == "rnn_tanh" else torch.relu(pre)), None
+
+    def _direction(self, data, batch_sizes, offsets, plans, h, c, reverse: bool):
+        """One layer, one direction, over the packed rows ``data``; returns (outputs in row order, h, c)."""
+        w_ih, w_hh, b_ih, b_hh = plans
+        gi_all = w_ih(data)
+        if b_ih is not None:
+            gi_all = gi_all + b_ih
+        outputs: list[Tensor | None] = [None] * len(batch_sizes)
+        steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
+        full = h.shape[0]
+        for t in steps:
+            b = batch_sizes[t]
+            gi = gi_all[offsets[t] : offsets[t] + b]
+            if b == full:
+                h, c = self._cell(gi, h, c, w_hh, b_hh)
+                outputs[t] = h
+            else:  # a packed batch: only the first b (longest) sequences are still running at step t
+                new_h, new_c = self._cell(gi, h[:b], None if c is None else c[:b], w_hh, b_hh)
+                outputs[t] = new_h
+                h = torch.cat([new_h, h[b:]])
+                c = None if c is None else torch.cat([new_c, c[b:]])
+        return torch.cat(outputs), h, c
+
+    def _run_packed(self, data: Tensor, batch_sizes: list[int], states: list[Tensor]):
+        offsets = [0]
+        for b in batch_sizes[:-1]:
+            offsets.append(offsets[-1] + b)
+        h0 = states[0]
+        c0 = states[1] if self.cell == "lstm" else None
+        finals_h, finals_c = [], []
+        layer_input = data
+        for layer, directions in enumerate(self.layers):
+            outs = []
+            for d, plans in enumerate(directions):
+                index = layer * self.directions + d
+                out, h, c = self._direction(
+                    layer_input, batch_sizes, offsets, plans, h0[index], None if c0 is None else c0[index], d == 1
+                )
+                outs.append(out)
+                finals_h.append(h)
+                finals_c.append(c)
+            layer_input = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+        h_n = torch.stack(finals_h)
+        return layer_input, ([h_n, torch.stack(finals_c)] if self.cell == "lstm" else [h_n])
+
+    def _prepare(self, input, hx):
+        """(data, batch sizes, states, how to rebuild the output) in PyTorch's conventions."""
+        if isinstance(input, PackedSequence):
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            sizes = batch_sizes.tolist()
+            batch = sizes[0]
+            kind = ("packed", batch_sizes, sorted_indices, unsorted_indices)
+        else:
+            unbatched = input.dim() == 2
+            x = input.unsqueeze(1 if not self.batch_first else 0) if unbatched else input
+            if self.batch_first:
+                x = x.transpose(0, 1)
+            steps, batch = x.shape[0], x.shape[1]
+            data, sizes = x.reshape(steps * batch, x.shape[2]), [batch] * steps
+            sorted_indices = unsorted_indices = None
+            kind = ("padded", steps, batch, unbatched)
+        if hx is None:
+            states = list(self.initial_state(batch)) if self.cell == "lstm" else [self.initial_state(batch)]
+        else:
+            states = list(hx) if self.cell == "lstm" else [hx]
+            if kind[0] == "padded" and kind[3]:
+                states = [s.unsqueeze(1) for s in states]
+            if sorted_indices is not None:
+                states = [s.index_select(1, sorted_indices) for s in states]
+        return data, sizes, states, kind
+
+    def _finish(self, output: Tensor, states: list[Tensor], kind):
+        if kind[0] == "packed":
+            _, batch_sizes, sorted_indices, unsorted_indices = kind
+            if unsorted_indices is not None:
+                states = [s.index_select(1, unsorted_indices) for s in states]
+            result = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+        else:
+            _, steps, batch, unbatched = kind
+            result = output.view(steps, batch, -1)
+            if self.batch_first:
+                result = result.transpose(0, 1)
+            if unbatched:
+                result = result.squeeze(1 if not self.batch_first else 0)
+                states = [s.squeeze(1) for s in states]
+        return result, (tuple(states) if self.cell == "lstm" else states[0])
+
+    def _run(self, input, hx):
+        data, sizes, states, kind = self._prepare(input, hx)
+        output, finals = self._run_packed(data, sizes, states)
+        return self._finish(output, finals, kind)
+
+    def _run_native(self, input, hx):
+        fn = _NATIVE[self.cell]
+        if isinstance(input, PackedSequence):
+            data, batch_sizes = input.data, input.batch_sizes
+            _, _, states, kind = self._prepare(input, hx)
+            hx_native = tuple(states) if self.cell == "lstm" else states[0]
+            result = fn(data, batch_sizes, hx_native, self.native_params, self.bias, self.num_layers, 0.0, False,
+                        self.bidirectional)  # fmt: skip
+            return self._finish(result[0], list(result[1:]), kind)
+        unbatched = input.dim() == 2
+        x = input.unsqueeze(1 if not self.batch_first else 0) if unbatched else input
+        batch = x.shape[0 if self.batch_first else 1]
+        if hx is None:
+            hx = self.initial_state(batch)
+        elif unbatched:
+            hx = tuple(s.unsqueeze(1) for s in hx) if self.cell == "lstm" else hx.unsqueeze(1)
+        result = fn(x, hx, self.native_params, self.bias, self.num_layers, 0.0, False, self.bidirectional,
+                    self.batch_first)  # fmt: skip
+        output, states = result[0], result[1:]
+        if unbatched:
+            output = output.squeeze(1 if not self.batch_first else 0)
+            states = tuple(s.squeeze(1) for s in states)
+        return output, (tuple(states) if self.cell == "lstm" else states[0])
+
+    def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            batch = int(input.batch_sizes[0])
+        else:
+            batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
+        executor = self.executors["batch1" if batch <= SMALL_BATCH else "batch32"]
+        with torch.inference_mode():
+            if executor == "native":
+                return self._run_native(input, hx)
+            if executor == "components":
+                return self._components(input, hx)
+            if executor == "flashrnn" and not isinstance(input, PackedSequence):
+                return self._run_flashrnn(input, hx)
+            return self._run(input, hx)
+
+    # -- streaming ---------------------------------------------------------------------------------------------------
+
+    def _step(self, x: Tensor, state):
+        states = list(state) if self.cell == "lstm" else [state]
+        h_all, c_all = states[0], states[1] if self.cell == "lstm" else None
+        new_h, new_c = [], []
+        layer_input = x
+        for layer, directions in enumerate(self.layers):
+            w_ih, w_hh, b_ih, b_hh = directions[0]
+            gi = w_ih(layer_input)
+            if b_ih is not None:
+                gi = gi + b_ih
+            h, c = self._cell(gi, h_all[layer], None if c_all is None else c_all[layer], w_hh, b_hh)
+            new_h.append(h)
+            new_c.append(c)
+            layer_input = h
+        h_n = torch.stack(new_h)
+        return layer_input, ((h_n, torch.stack(new_c)) if self.cell == "lstm" else h_n)
+
+    def _step_native(self, x: Tensor, state):
+        result = _NATIVE[self.cell](
+            x.unsqueeze(0), state, self.native_params, self.bias, self.num_layers, 0.0, False, False, False
+        )
+        return result[0][0], (tuple(result[1:]) if self.cell == "lstm" else result[1])
+
+    def step(self, x_t: Tensor, state=None):
+        """One time step: ``x_t`` (batch, input_size) -> (output (batch, hidden_size), new state)."""
+        if self.bidirectional:
+            raise ValueError(f"{self.name} is bidirectional: it needs the whole sequence and cannot run step by step")
+        if state is None:
+            state = self.initial_state(x_t.shape[0])
+        with torch.inference_mode():
+            if self.executors["step"] == "native":
+                return self._step_native(x_t, state)
+            return self._step(x_t, state)

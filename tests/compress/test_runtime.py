@@ -1,0 +1,194 @@
+"""compress.runtime: the inference model equals the dense model in every form, every cell, both directions, every
+task, whole-batch and streaming; the plan records what runs how; the per-tensor choice never picks a slower form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from compress import runtime
+from compress.checkpoint import read_manifest
+from compress.pipeline import build_model, load_checkpoint, save_checkpoint
+from compress.runtime.forms import BlockForm, choose
+from compress.spec import Recipe
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+FORCES = ("dense", "csr", "block", "native", "components", None)
+# float32 products summed in another order (CSR, batched blocks) differ from the fused kernels by rounding only.
+ATOL, RTOL = 2e-5, 1e-4
+PRUNED = {"type": "magnitude_pruning", "target_sparsity": 0.9}
+PREDEFINED = {"type": "predefined", "recurrent": {"components": 4, "input_density": 0.5}}
+
+
+def _prune(model: nn.Module, sparsity: float, seed: int = 0) -> None:
+    """Zero a random share of every matrix, as a pruned checkpoint holds it (the runtime reads zeros, not masks)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.mul_((torch.rand(parameter.shape, generator=generator) >= sparsity).float())
+
+
+def _checkpoint(tmp_path, recipe: dict, sizes: dict, name: str = "model") -> tuple:
+    recipe = Recipe.model_validate(recipe)
+    torch.manual_seed(0)
+    model = build_model(recipe, sizes)
+    if recipe.method.type != "predefined":
+        _prune(model, 0.9)
+    path = tmp_path / f"{name}.safetensors"
+    save_checkpoint(path, model, recipe, sizes=sizes)
+    reference, _ = load_checkpoint(path)
+    return path, reference.eval()
+
+
+def _close(actual, expected) -> None:
+    if isinstance(actual, tuple | list):
+        for a, e in zip(actual, expected, strict=True):
+            _close(a, e)
+    else:
+        torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
+
+
+def _tagger(cell: str, bidirectional: bool, method: dict) -> dict:
+    model = {"cell": cell, "embedding_size": 12, "hidden_size": 16, "num_layers": 2, "bidirectional": bidirectional}
+    return {"task": {"type": "sequence_tagging"}, "model": model, "method": method}
+
+
+@pytest.mark.parametrize("force", FORCES)
+@pytest.mark.parametrize("method", [PRUNED, PREDEFINED], ids=["pruned", "predefined"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_tagger_matches_the_dense_model(tmp_path, cell, bidirectional, method, force):
+    # Two layers, packed sequences of unequal lengths: each direction sees sequences start and end at other steps.
+    path, reference = _checkpoint(tmp_path, _tagger(cell, bidirectional, method), {"vocab_size": 50, "num_tags": 5})
+    fast = runtime.load(path, force=force, budget_s=0.001)
+    tokens = torch.randint(0, 50, (9, 5), generator=torch.Generator().manual_seed(1))
+    lengths = torch.tensor([9, 3, 7, 1, 9])
+    with torch.no_grad():
+        expected = reference(tokens, lengths)
+    _close(fast(tokens, lengths), expected)
+
+
+def _lm(cell: str, method: dict, tied: bool = False) -> dict:
+    model = {"cell": cell, "embedding_size": 24, "hidden_size": 24, "num_layers": 2, "tie_weights": tied}
+    return {"task": {"type": "language_model"}, "model": model, "method": method}
+
+
+@pytest.mark.parametrize("force", FORCES)
+@pytest.mark.parametrize("cell", CELLS)
+def test_language_model_batch_and_stream_match_the_dense_model(tmp_path, cell, force):
+    method = {**PREDEFINED, "embedding": {"blocks": 4, "density": 0.5}}
+    for name, recipe in (("pruned", _lm(cell, PRUNED)), ("predefined", _lm(cell, method, tied=True))):
+        path, reference = _checkpoint(tmp_path, recipe, {"vocab_size": 40}, name)
+        fast = runtime.load(path, force=force, budget_s=0.001)
+        tokens = torch.randint(0, 40, (6, 3), generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            expected, expected_state = reference(tokens)
+        logits, state = fast(tokens)
+        _close(logits, expected)
+        _close(state, expected_state)
+        # streaming, one token at a time, from the state a whole batch left behind
+        state, streamed = None, []
+        for t in range(tokens.shape[0]):
+            step_logits, state = fast.step(tokens[t], state)
+            streamed.append(step_logits)
+        _close(torch.stack(streamed), expected)
+        _close(state, expected_state)
+
+
+@pytest.mark.parametrize("force", FORCES)
+@pytest.mark.parametrize("method", [PRUNED, PREDEFINED], ids=["pruned", "predefined"])
+def test_navigation_and_adding_match_the_dense_model(tmp_path, method, force):
+    navigation = {
+        "task": {"type": "navigation", "place_cells": 20, "sequence_length": 6},
+        "model": {"cell": "rnn_relu", "hidden_size": 32},
+        "method": method,
+    }
+    path, reference = _checkpoint(tmp_path, navigation, {}, "navigation")
+    fast = runtime.load(path, force=force, budget_s=0.001)
+    generator = torch.Generator().manual_seed(3)
+    velocity, start = torch.randn(4, 6, 2, generator=generator) * 0.05, torch.rand(4, 20, generator=generator)
+    with torch.no_grad():
+        expected = reference(velocity, start)
+    _close(fast(velocity, start), expected)
+    state, streamed = fast.start_state(start), []
+    for t in range(6):
+        out, state = fast.step(velocity[:, t], state)
+        streamed.append(out)
+    _close(torch.stack(streamed, 1), expected)
+
+    adding = {"task": {"type": "adding", "sequence_length": 7}, "model": {"cell": "gru", "hidden_size": 16}}
+    path, reference = _checkpoint(tmp_path, {**adding, "method": method}, {}, "adding")
+    fast = runtime.load(path, force=force, budget_s=0.001)
+    inputs = torch.rand(5, 7, 2, generator=generator)
+    with torch.no_grad():
+        expected = reference(inputs)
+    _close(fast(inputs), expected)
+    state = None
+    for t in range(7):
+        out, state = fast.step(inputs[:, t], state)
+    _close(out, expected)
+
+
+def test_stream_matches_plain_torch_rnn_from_the_dense_weights(tmp_path):
+    """A second, independent reference: torch.nn.LSTM fed the predefined layer's dense-equivalent weights."""
+    path, reference = _checkpoint(tmp_path, _lm("lstm", PREDEFINED), {"vocab_size": 40})
+    plain = nn.LSTM(24, 24, num_layers=2)
+    plain.load_state_dict({n: w for n, (w, _) in reference.rnn.dense_equivalent().items()})
+    fast = runtime.load(path, force="block", budget_s=0.001)
+    x = torch.randn(5, 2, 24)
+    with torch.no_grad():
+        expected, (h, c) = plain(x)
+    output, state = fast.model.rnn(x)
+    _close(output, expected)
+    _close(state, (h, c))
+    assert fast.model.rnn.matrix_plans()[1].small == "block"  # the forced form really ran
+
+
+def test_block_form_is_the_dense_block_diagonal_product():
+    generator = torch.Generator().manual_seed(4)
+    blocks = [torch.randn(3 * 4, 5, generator=generator) for _ in range(3)]  # GRU: 3 gates, h = 4, L = 5
+    starts = [0, 2, 5]
+    dense = torch.zeros(3 * 12, 10)
+    for c, (block, start) in enumerate(zip(blocks, starts, strict=True)):
+        for g in range(3):
+            dense[g * 12 + c * 4 : g * 12 + c * 4 + 4, start : start + 5] = block[g * 4 : (g + 1) * 4]
+    x = torch.randn(7, 10, generator=generator)
+    torch.testing.assert_close(BlockForm(blocks, starts, 3)(x), x @ dense.t())
+
+
+def test_choice_is_the_fastest_measured_and_never_slower_than_dense():
+    weight = torch.randn(512, 512)
+    weight[torch.rand(512, 512) < 0.98] = 0
+    plan = choose("w", weight, budget_s=0.002)
+    for label, chosen in (("batch1", plan.small), ("batch32", plan.large)):
+        timings = plan.timings_us[label]
+        assert set(timings) == {"dense", "csr"}
+        assert timings[chosen] <= timings["dense"]
+        assert chosen == "dense" or timings[chosen] == min(timings.values()) < 0.9 * timings["dense"]
+    x = torch.randn(3, 512)
+    torch.testing.assert_close(plan(x), x @ weight.t(), atol=ATOL, rtol=RTOL)
+    assert choose("w", torch.randn(64, 64)).forms.keys() == {"dense"}  # not sparse: CSR is not even a candidate
+
+
+def test_plan_names_every_tensor_and_why(tmp_path):
+    path, _ = _checkpoint(tmp_path, _tagger("lstm", True, PREDEFINED), {"vocab_size": 50, "num_tags": 5})
+    fast = runtime.load(path, budget_s=0.001)
+    plan = fast.plan()
+    names = {entry["tensor"] for entry in plan["tensors"]}
+    kinds, suffixes = ("weight_ih", "weight_hh"), ("", "_reverse")
+    expected = {f"rnn.{k}_l{layer}{s}" for k in kinds for layer in (0, 1) for s in suffixes}
+    assert expected | {"embedding", "hidden.weight", "output.weight"} <= names
+    assert all(entry["reason"] for entry in plan["tensors"])
+    (module,) = plan["modules"]
+    timings = module["timings_us"]["batch1"]
+    assert set(timings) == {"native", "stepwise", "components"}
+    chosen = module["executor_batch1"]
+    assert timings[chosen] <= timings["native"]
+    assert chosen == "native" or timings[chosen] == min(timings.values()) < 0.9 * timings["native"]
+    assert plan["threads"] == torch.get_num_threads() and read_manifest(path)["method"] == "predefined"
+    with pytest.raises(ValueError, match="bidirectional"):
+        fast.step(torch.tensor([1, 2]))
