@@ -54,6 +54,7 @@ class ArtifactKind(StrEnum):
     checkpoint = "checkpoint"
     report = "report"
     plot = "plot"
+    export = "export"  # model.dense.safetensors, model.onnx: the dense equivalent for other runtimes
     file = "file"
 
 

@@ -86,7 +86,12 @@ def readyz(request: Request):
     operation_id="getMetrics",
     summary="Prometheus metrics",
     tags=SYSTEM,
-    responses=responses(401),
+    responses={  # JSON errors from a plain-text route: declared by hand (a model would be filed under text/plain)
+        401: {
+            "description": "Missing or wrong SPARSEQ_METRICS_TOKEN",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+        }
+    },
 )
 def metrics(request: Request, session: SessionDep):
     """Prometheus text format: jobs by state, queue depth, request latency - totals of the whole service, nothing

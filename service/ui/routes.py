@@ -117,6 +117,7 @@ def new_job(
     key: UiKey,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     recipe: Annotated[str, Form(max_length=200_000)] = "",
     train: Annotated[str, Form()] = "",
     valid: Annotated[str, Form()] = "",
@@ -139,6 +140,7 @@ def new_job(
                 key=key,
                 session=session,
                 queue=queue,
+                settings=settings,
                 idempotency_key=f"ui-{context['idempotency_key']}",
             )
             return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)

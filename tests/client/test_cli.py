@@ -62,7 +62,9 @@ def test_upload_submit_wait_and_download(server, lm_text, tmp_path):
     progress = [line for line in lines if line.startswith(f"{job['id']}: ")]
     assert all(a != b for a, b in itertools.pairwise(progress))  # never the same line twice in a row
     metrics = job["metrics"]
-    assert f"against {metrics['reference']:.4g} for the reference (dense_full)" in lines[-1]  # ends with the verdict
+    verdict = f"against {metrics['reference']:.4g} for the reference (dense_full)"
+    ending = lines[-1 - len(job["warnings"]) :]  # ends with the verdict, then the warnings
+    assert verdict in ending[0] and all(line.startswith("warning ") for line in ending[1:])
 
     downloaded = run("jobs", "download", job["id"], "--dir", str(tmp_path / "out"), server=server)
     assert downloaded.returncode == 0, downloaded.stderr

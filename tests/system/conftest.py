@@ -324,7 +324,12 @@ def assert_ran_through(api: Api, job: dict[str, Any], metric: str) -> None:
     events = api.events(job["id"])
     messages = [e["message"] for e in events]
     assert messages[0] == "job queued" and "job started" in messages and messages[-1] == "job succeeded"
-    epochs = [e for e in events if e["type"] == "metrics" and e["message"].startswith("epoch ")]
+    main_run = ("train", "prune", "fine_tune")  # the method's phases (not the reference's or a baseline's)
+    epochs = [
+        e
+        for e in events
+        if e["type"] == "metrics" and e["data"].get("epoch_end") and e["data"].get("phase") in main_run
+    ]
     assert [e["data"]["epoch"] for e in epochs] == list(range(1, job["recipe"]["training"]["epochs"] + 1))
     assert epochs[-1]["data"][metric] == job["metrics"][metric]  # the last epoch's evaluation is the job's result
 

@@ -70,12 +70,18 @@ def test_navigation_job_is_pruned_to_its_target(api, tmp_path):
 
     model, manifest = checkpoint_of(api, job, tmp_path)
     assert manifest["metrics"]["valid_position_error_cm"] == job["metrics"]["valid_position_error_cm"]
-    # Measured from the loaded weights: every weight matrix (encoder, W_ih, W_hh, decoder) pruned globally to 80%.
+    # Measured from the loaded weights: every weight matrix (encoder, W_ih, W_hh, decoder) pruned to 80% (uniform,
+    # the default), more kept only where a floor needs it (one weight per row and column) - which the job then says.
     matrices = [p.detach() for p in model.parameters() if p.dim() >= 2]
+    for matrix in matrices:
+        kept = int(matrix.count_nonzero())
+        assert kept <= max(round(0.2 * matrix.numel()) + 1, matrix.size(0) + matrix.size(1))
     zeros = sum(int((m == 0).sum()) for m in matrices)
     total = sum(m.numel() for m in matrices)
-    assert zeros / total == pytest.approx(0.8, abs=1 / total + 1e-9)
-    assert job["metrics"]["sparsity"] == pytest.approx(zeros / total, abs=0.01)
+    assert job["metrics"]["pruned_sparsity"] == pytest.approx(zeros / total, abs=1e-9)
+    assert job["metrics"]["sparsity"] == pytest.approx(zeros / total, abs=0.01)  # biases: few
+    if zeros / total < 0.8 - 0.005:
+        assert "sparsity_not_reached" in [w["code"] for w in job["warnings"]]
 
 
 def test_cancel_a_running_job(api):
