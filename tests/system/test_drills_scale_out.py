@@ -196,7 +196,7 @@ def test_the_api_killed_during_a_burst_of_idempotent_submissions_loses_and_dupli
             time.sleep(0.02)
         if stall_broker:  # the requests in flight commit their job, then hang in its publish: killed there
             os.kill(stack.broker.pid, signal.SIGSTOP)
-            time.sleep(0.5)
+            time.sleep(2.0)  # long enough, even on a loaded machine, for the requests in flight to commit and hang
         stack.kill_api()
         kills += 1
         if stall_broker:
