@@ -285,17 +285,31 @@ class JobFailed(Exception):
         self.code = code
 
 
+def _absolute_database_url(url: str) -> str:
+    """A SQLite URL with a relative path made absolute (the job's process runs in another directory)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername.startswith("sqlite") and parsed.database and not os.path.isabs(parsed.database):
+        parsed = parsed.set(database=os.path.abspath(parsed.database))
+    return parsed.render_as_string(hide_password=False)
+
+
 def compute(settings, job: Job, data: dict[str, Path], work: Path) -> JobResult:
     """compress.run for the job in a process of its own (workers.job_process), under the memory ceiling and the time
     limit; raises Cancelled, JobFailed, or whatever interrupts this worker (which then ends the process too)."""
     from compress.train import Cancelled
 
+    # The child runs in the work directory: every path it gets is absolute (the embedded default's data dir, ./var,
+    # is relative, and a relative path would then point inside the work directory).
+    work = work.resolve()
+    data = {role: Path(path).resolve() for role, path in data.items()}
     result_path = work / "result.json"
     result_path.unlink(missing_ok=True)
     request = {
         "job_id": job.id,
         "parent_pid": os.getpid(),
-        "database_url": settings.resolved_database_url,
+        "database_url": _absolute_database_url(settings.resolved_database_url),
         "recipe": job.recipe,
         "data": {role: str(path) for role, path in data.items()},
         "output_dir": str(work / "output"),

@@ -343,3 +343,22 @@ def test_a_job_past_its_time_limit_fails_time_limit(world, monkeypatch):
     job = job_row(sessions, job_id)
     assert job.error["code"] == "time_limit" and "8 s" in job.error["message"], job.error
     assert 8 <= elapsed < 20  # stopped at the limit, not at the end of 10^8 steps
+
+
+def test_a_job_runs_with_a_relative_data_dir_as_make_run_has_it(tmp_path, monkeypatch):
+    # `make run` serves from ./var: the job's process runs in its work directory, so every path it gets must be
+    # absolute (a relative one pointed inside the work directory, and the job "crashed" without a result).
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    monkeypatch.setenv("SPARSEQ_DATA_DIR", "var")
+    get_settings.cache_clear()
+    tasks._Context._cached = None
+    try:
+        upgrade(get_settings().resolved_database_url)
+        _, sessions, _ = tasks._Context.get()
+        job_id = add_job(sessions)
+        assert tasks.run_job(job_id) == "succeeded", job_row(sessions, job_id).error
+        assert job_row(sessions, job_id).live["step"] == 10  # the job's process reported to the same database
+    finally:
+        tasks._Context._cached = None
+        get_settings.cache_clear()
