@@ -239,7 +239,9 @@ def train(
         return metrics
 
     def report(epoch: int) -> None:
-        metrics = {"train_loss": running_loss / max(running_count, 1), "lr": optimizer.param_groups[0]["lr"]}
+        # Right after an evaluation the running mean restarts: the evaluation's own training loss stands in.
+        loss = running_loss / running_count if running_count else (latest or {}).get("train_loss", math.nan)
+        metrics = {"train_loss": loss, "lr": optimizer.param_groups[0]["lr"]}
         metrics |= hooks.summary()
         progress = Progress(step / total_steps, epoch, step, total_steps, metrics, hooks.phase(step), latest)
         callbacks.progress(replace(progress, metric=adapter.metric))
