@@ -19,7 +19,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compress.moduli import ModuliRegularizer
-from compress.tasks import NavigationConfig, NavigationTask
+from compress.problems import NavigationConfig, NavigationProblem
 
 
 def timed(fn, repeats: int) -> float:
@@ -31,7 +31,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def navigation_case(hidden: int, batch: int, seq: int):
-    task = NavigationTask(NavigationConfig(hidden_size=hidden, batch_size=batch, sequence_length=seq), seed=0)
+    task = NavigationProblem(NavigationConfig(hidden_size=hidden, batch_size=batch, sequence_length=seq), seed=0)
     model = task.model()
     velocity, start, targets, _ = task.batch()
     return model, lambda: task.loss(model(velocity, start), targets), f"navigation RNN N={hidden} b={batch} T={seq}"

@@ -65,8 +65,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compress.moduli import ModuliRegularizer
+from compress.problems import NavigationConfig, NavigationProblem
 from compress.pruning import Pruner, PruningSchedule, lottery_retrain
-from compress.tasks import NavigationConfig, NavigationTask
 
 # name -> (space, inhibitor, permute); None: no regulariser. "dense" also skips pruning.
 VARIANTS = {
@@ -97,7 +97,7 @@ class Settings:
     floors: bool = False
 
 
-def make_data(task: NavigationTask, pool: int, eval_batch: int, seed: int, device: torch.device):
+def make_data(task: NavigationProblem, pool: int, eval_batch: int, seed: int, device: torch.device):
     """Trajectories are simulated on the CPU (seeded, device-independent), then moved to ``device`` once."""
     generator = torch.Generator().manual_seed(seed)
     batches = [tuple(t.to(device) for t in task.batch(generator=generator)[:3]) for _ in range(pool)]
@@ -119,7 +119,7 @@ def recurrent_diagnostics(model) -> dict[str, float]:
 SHORT = {"encoder.weight": "enc", "rnn.weight_ih_l0": "W_ih", "rnn.weight_hh_l0": "W_hh", "decoder.weight": "dec"}
 
 
-def evaluate(task: NavigationTask, model, evaluation) -> float:
+def evaluate(task: NavigationProblem, model, evaluation) -> float:
     velocity, start, _, position = evaluation
     with torch.no_grad():
         return task.position_error_cm(model(velocity, start), position).item()
@@ -189,7 +189,7 @@ def run(args) -> None:
         args.prune_scope,
         args.floors,
     )
-    task = NavigationTask(config, seed=0)
+    task = NavigationProblem(config, seed=0)
     device = torch.device(args.device)
     started = time.time()
     batches, evaluation = make_data(task, args.pool, args.eval_batch, seed=12345, device=device)

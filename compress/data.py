@@ -11,7 +11,8 @@ Formats:
 - ``tagging_conll``: UTF-8, one ``token<TAB>tag`` pair a line, a blank line between sentences (CoNLL style).
 - ``trajectories``: a NumPy ``.npz`` archive (read with ``allow_pickle=False``) with float arrays
   ``velocity`` (n, T, 2): the displacement of each step in metres (speed x dt, dt = 0.02 s - what
-  ``python -m compress.tasks.navigation`` writes), ``position`` (n, T, 2): the position after each step in metres, and
+  ``python -m compress.problems.navigation`` writes), ``position`` (n, T, 2): the position after each step in metres,
+  and
   ``start`` (n, 2) in metres; all finite, positions inside the box [-1.1, 1.1]^2 (the 2.2 m box centred on the
   origin), and the steps must add up: ``position[:, t] - position[:, t - 1] == velocity[:, t]`` (``start`` before the
   first step). A file whose velocity is in m/s (50 times the steps) is refused with that reason.
@@ -280,21 +281,6 @@ def _velocity_problem(velocity, position, start) -> str | None:
         "does not match the positions: velocity[:, t] must be position[:, t] - position[:, t - 1] (start before the "
         "first step), in metres"
     )
-
-
-VALIDATORS = {
-    "lm_text": validate_lm_text,
-    "tagging_conll": validate_tagging_conll,
-    "trajectories": validate_trajectories,
-}
-
-
-def validate(purpose: str, path: str | Path) -> Validation:
-    try:
-        validator = VALIDATORS[purpose]
-    except KeyError:
-        raise ValueError(f"purpose must be one of {sorted(VALIDATORS)}, got {purpose!r}") from None
-    return validator(path)
 
 
 def read_lm_text(path: str | Path) -> list[list[str]]:

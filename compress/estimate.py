@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from compress import tasks
 from compress.pipeline import build_model
 from compress.report import dense_entries, flops_per_token
 from compress.spec import MagnitudePruningMethod, ModuliPruningMethod, Recipe
@@ -53,7 +54,8 @@ def estimate(recipe: Recipe, *, vocab_size: int | None = None, num_tags: int | N
     tokens = recipe.training.batch_size * _sequence_length(recipe)
     flops_step = 3 * flops_token * tokens  # forward + backward (about twice the forward)
     hidden_state = recipe.model.hidden_size * recipe.model.num_layers * (2 if recipe.model.bidirectional else 1)
-    activations = tokens * (hidden_state * 8 + sizes["vocab_size"] * (recipe.task.type == "language_model")) * BYTES
+    outputs = tasks.get(recipe.task.type).output_width(recipe, sizes)  # per-step logits kept for the backward pass
+    activations = tokens * (hidden_state * 8 + outputs) * BYTES
     optimizer_states = {"sgd": 0, "adam": 2, "adamw": 2}[recipe.training.optimizer]
     memory = parameters * BYTES * (2 + optimizer_states) + activations
     contract = [{"name": n, "shape": list(t.shape)} for n, t in model.state_dict().items()]
@@ -73,8 +75,4 @@ def training_runs(recipe: Recipe) -> int:
 
 
 def _sequence_length(recipe: Recipe) -> int:
-    if recipe.task.type == "language_model":
-        return recipe.training.bptt
-    if recipe.task.type == "sequence_tagging":
-        return 25  # a typical sentence
-    return recipe.task.sequence_length
+    return tasks.get(recipe.task.type).sequence_length(recipe)

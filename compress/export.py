@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from compress import tasks
+
 ONNX_OPSET = 17
 DENSE_NAME = "model.dense.safetensors"
 ONNX_NAME = "model.onnx"
@@ -46,7 +48,9 @@ def dense_model(path: str | Path, dense_path: str | Path | None = None) -> tuple
     return model.eval(), manifest
 
 
-class _Tagger(nn.Module):
+class TaggerLogits(nn.Module):
+    """A tagger's tag logits from its tokens: the ONNX export's module."""
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
@@ -57,7 +61,9 @@ class _Tagger(nn.Module):
         return model.output(torch.tanh(model.hidden(output)))
 
 
-class _LanguageModel(nn.Module):
+class LanguageModelLogits(nn.Module):
+    """A language model's logits from its tokens (its state left out): the ONNX export's module."""
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
@@ -67,26 +73,11 @@ class _LanguageModel(nn.Module):
 
 
 def _onnx_inputs(task: str, model: nn.Module, manifest: dict):
-    """(module to trace, example inputs, input names, output name, dynamic axes) for the task."""
-    recipe = manifest["recipe"]
-    if task in ("language_model", "sequence_tagging"):
-        tokens = torch.zeros(5, 2, dtype=torch.long)
-        wrapper = _LanguageModel(model) if task == "language_model" else _Tagger(model)
-        output = "logits" if task == "language_model" else "tag_logits"
-        axes = {"tokens": {0: "steps", 1: "batch"}, output: {0: "steps", 1: "batch"}}
-        return wrapper, (tokens,), ["tokens"], output, axes
-    steps = 5
-    if task == "navigation":
-        cells = recipe["task"]["place_cells"]
-        inputs = (torch.zeros(2, steps, 2), torch.zeros(2, cells))
-        axes = {
-            "velocity": {0: "batch", 1: "steps"},
-            "start_code": {0: "batch"},
-            "place_logits": {0: "batch", 1: "steps"},
-        }
-        return model, inputs, ["velocity", "start_code"], "place_logits", axes
-    axes = {"inputs": {0: "batch", 1: "steps"}, "prediction": {0: "batch"}}
-    return model, (torch.zeros(2, steps, 2),), ["inputs"], "prediction", axes
+    """(module to trace, example inputs, input names, output name, dynamic axes): the task's definition says."""
+    definition = tasks.get(task)
+    if definition.onnx_inputs is None:
+        raise ValueError(f"the {task} task has no ONNX export")
+    return definition.onnx_inputs(model, manifest)
 
 
 def export_onnx(path: str | Path, out: str | Path, *, dense_path: str | Path | None = None) -> Path:

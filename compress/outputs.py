@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from compress import tasks
 from compress.checkpoint import load_tensors, save_tensors
 
 _FORMAT_KEYS = ("format", "format_version", "library_version", "tensors")
@@ -66,7 +67,9 @@ def finish_outputs(
         if report.get("dense_checkpoint_bytes"):
             report["size_ratio"] = report["checkpoint_bytes"] / report["dense_checkpoint_bytes"]
         metrics[f"{output.value_dtype}_{adapter.metric}"] = after
-    if output.measure_speed:
+    if output.measure_speed and tasks.get(recipe.task.type).sample_inputs is None:
+        report["speed"] = {"skipped": f"the {recipe.task.type} task defines no sample inputs to time the model on"}
+    elif output.measure_speed:
         from compress.runtime.speed import measure_speed
 
         speed = measure_speed(checkpoint, device)

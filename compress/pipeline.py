@@ -21,17 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress import tasks
 from compress.checkpoint import CheckpointError, load_tensors, save_tensors
 from compress.methods import PruningHooks, build_hooks
-from compress.models import LanguageModel, SequenceTagger
 from compress.outputs import finish_outputs, rewrite_report
+from compress.problems.text import frequency_rank
 from compress.pruning import reinitialize
 from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots, save_tradeoff_plot
-from compress.spec import TEXT_TASKS, DenseMethod, Recipe
-from compress.tasks.generated import AddingAdapter, NavigationAdapter, adding_model, navigation_model
-from compress.tasks.text import LanguageModelAdapter, TaggingAdapter, frequency_rank
+from compress.spec import DenseMethod, Recipe
 from compress.train import Callbacks, Progress, default_device, train
-from compress.weights import vocabulary_of
 
 
 @dataclass
@@ -57,58 +55,16 @@ def _require(data: Mapping[str, Any], key: str, task: str) -> Path:
 
 
 def build_adapter(recipe: Recipe, data: Mapping[str, Any], device: torch.device):
-    task, training, spec = recipe.task, recipe.training, recipe.model
-    if task.type in TEXT_TASKS:
-        vocabulary, tags = vocabulary_of(data)
-        if recipe.init_from and vocabulary is None:
-            raise ValueError(
-                "init_from: the weights' embedding and decoder rows follow a vocabulary the job does not have: upload "
-                "it as a 'vocabulary' file (one token a line, in id order) or store it in the weights' metadata"
-            )
-    if task.type == "language_model":
-        return LanguageModelAdapter(
-            _require(data, "train", task.type),
-            data.get("valid"),
-            max_vocab=task.max_vocab,
-            batch_size=training.batch_size,
-            bptt=training.bptt,
-            device=device,
-            vocabulary=vocabulary,
-        )
-    if task.type == "sequence_tagging":
-        return TaggingAdapter(
-            _require(data, "train", task.type),
-            data.get("valid"),
-            max_vocab=task.max_vocab,
-            batch_size=training.batch_size,
-            seed=training.seed,
-            device=device,
-            vocabulary=vocabulary,
-            tags=tags,
-        )
-    if task.type == "navigation":
-        return NavigationAdapter(
-            task,
-            spec,
-            batch_size=training.batch_size,
-            seed=training.seed,
-            trajectories=data.get("train"),
-            device=device,
-        )
-    return AddingAdapter(task, spec, batch_size=training.batch_size, seed=training.seed, device=device)
+    """The task's adapter (data in, loss and evaluation out), judged by the metric its definition names."""
+    definition = tasks.get(recipe.task.type)
+    adapter = definition.build_adapter(recipe, data, device)
+    adapter.metric, adapter.lower_is_better = definition.metric.name, definition.metric.lower_is_better
+    return adapter
 
 
 def build_model(recipe: Recipe, sizes: Mapping[str, int]) -> nn.Module:
     """The recipe's model; ``sizes`` carries what the data decides (vocab_size, num_tags)."""
-    task, spec, method = recipe.task, recipe.model, recipe.method
-    reordered = bool(sizes.get("reordered", 0))
-    if task.type == "language_model":
-        return LanguageModel(spec, method, sizes["vocab_size"], reordered=reordered)
-    if task.type == "sequence_tagging":
-        return SequenceTagger(spec, method, sizes["vocab_size"], sizes["num_tags"], reordered=reordered)
-    if task.type == "navigation":
-        return navigation_model(task, spec, method, recipe.training.batch_size)
-    return adding_model(task, spec, method, recipe.training.batch_size)
+    return tasks.get(recipe.task.type).build_model(recipe, sizes)
 
 
 def _sizes(adapter, recipe: Recipe) -> dict[str, int]:

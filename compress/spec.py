@@ -10,21 +10,41 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from compress import tasks
+from compress.tasks.adding import AddingTask
+from compress.tasks.base import (
+    MAX_BLOCKS,
+    MAX_COMPONENTS,
+    MAX_SEQUENCE,
+    MAX_STEPS_PER_EPOCH,
+    MAX_VOCAB,
+    MAX_WIDTH,
+)
+from compress.tasks.base import StrictModel as _Strict
+from compress.tasks.language_model import LanguageModelTask
+from compress.tasks.navigation import NavigationTask
+from compress.tasks.sequence_tagging import SequenceTaggingTask
 
 RECIPE_VERSION = 1
 
-# Upper bounds of every size: generous (several times the largest models of the papers: 4096 hidden units, PTB's
-# 10k vocabulary, sequences of 1000) but finite, so that an absurd recipe (hidden_size 10^30) is refused by the schema
-# before anything is estimated or allocated. What a job may cost is the service's admission limits, not these.
-MAX_WIDTH = 65_536  # hidden and embedding sizes
-MAX_COMPONENTS = 256  # predefined recurrent components (the papers use a few to a few dozen)
-MAX_BLOCKS = 1024  # predefined embedding blocks
-MAX_VOCAB = 1_000_000
-MAX_SEQUENCE = 100_000  # sequence_length, bptt
-MAX_STEPS_PER_EPOCH = 1_000_000
+# The task sections (LanguageModelTask, NavigationTask, ...) are defined with their tasks in compress.tasks and
+# re-exported here; the recipe's ``task`` field is the union of every registered task, rebuilt when one is added.
+__all__ = [
+    "MAX_BLOCKS",
+    "MAX_COMPONENTS",
+    "MAX_SEQUENCE",
+    "MAX_STEPS_PER_EPOCH",
+    "MAX_VOCAB",
+    "MAX_WIDTH",
+    "AddingTask",
+    "LanguageModelTask",
+    "NavigationTask",
+    "SequenceTaggingTask",
+]
 
 Cell = Literal["lstm", "gru", "rnn_tanh", "rnn_relu"]
 # Names shared with compress.moduli (a test checks they agree with its registries).
@@ -32,57 +52,17 @@ SpaceName = Literal["circle", "sphere", "s3", "torus", "torus6", "klein", "mixed
 InhibitorName = Literal["dog", "diffusion", "gauss", "ripple", "linear", "standard", "none"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _task_union():
+    specs = tuple(definition.spec for definition in tasks.definitions())
+    return Annotated[Union[specs], Field(discriminator="type")]  # noqa: UP007 - a union built from a tuple
 
 
-# -- tasks ------------------------------------------------------------------------------------------------------------
+Task = _task_union()
 
 
-class LanguageModelTask(_Strict):
-    """Next-word prediction on plain text: whitespace tokens, one sentence a line (the PTB format)."""
-
-    type: Literal["language_model"] = "language_model"
-    max_vocab: int = Field(10_000, ge=2, le=MAX_VOCAB, description="vocabulary cap; rarer words become <unk>")
-
-
-class SequenceTaggingTask(_Strict):
-    """Token tagging on CoNLL-style files: ``token<TAB>tag`` lines, a blank line between sentences."""
-
-    type: Literal["sequence_tagging"] = "sequence_tagging"
-    max_vocab: int | None = Field(None, ge=2, le=MAX_VOCAB, description="vocabulary cap; rarer words become <unk>")
-
-
-class NavigationTask(_Strict):
-    """Path integration in a 2.2 m box (METHODS.md section 2): velocities in, place-cell activity out."""
-
-    type: Literal["navigation"] = "navigation"
-    place_cells: int = Field(512, ge=3, le=65_536)
-    sequence_length: int = Field(50, ge=2, le=MAX_SEQUENCE)
-    steps_per_epoch: int = Field(1000, ge=1, le=MAX_STEPS_PER_EPOCH)
-    # Defaults that converge in short runs (a dense 256-unit model: 5.5 cm in 1000 CPU steps, where the paper's
-    # settings had not started to learn). The paper's values: recurrent_init "default", input_scale 1.
-    recurrent_init: Literal["default", "identity", "orthogonal"] = Field(
-        "identity", description="W_hh initialisation: identity (IRNN) integrates from the first step"
-    )
-    input_scale: float = Field(
-        50.0, gt=0, le=1e6, description="velocity and start code scaled by this (50 = 1/dt: velocity in m/s)"
-    )
-
-
-class AddingTask(_Strict):
-    """The adding problem: sum the two marked numbers of a sequence."""
-
-    type: Literal["adding"] = "adding"
-    sequence_length: int = Field(50, ge=2, le=MAX_SEQUENCE)
-    steps_per_epoch: int = Field(1000, ge=1, le=MAX_STEPS_PER_EPOCH)
-
-
-Task = Annotated[
-    LanguageModelTask | SequenceTaggingTask | NavigationTask | AddingTask,
-    Field(discriminator="type"),
-]
-TEXT_TASKS = ("language_model", "sequence_tagging")
+def text_tasks() -> tuple[str, ...]:
+    """The registered tasks whose inputs are words."""
+    return tuple(definition.type for definition in tasks.definitions() if definition.text)
 
 
 # -- model ------------------------------------------------------------------------------------------------------------
@@ -313,24 +293,20 @@ class Recipe(_Strict):
     @model_validator(mode="after")
     def _coherent(self) -> Recipe:
         task, model, method = self.task.type, self.model, self.method
-        text = task in TEXT_TASKS
-        if text and model.embedding_size is None:
+        definition = tasks.get(task)
+        if definition.text and model.embedding_size is None:
             raise ValueError(f"model.embedding_size is required for the {task} task")
-        if not text and model.embedding_size is not None:
+        if not definition.text and model.embedding_size is not None:
             raise ValueError(f"model.embedding_size has no meaning for the {task} task (its inputs are not words)")
-        if task == "language_model" and model.bidirectional:
-            raise ValueError(
-                "model.bidirectional must be false: a language model cannot be bidirectional (it would see the words "
-                "it must predict)"
-            )
         if model.tie_weights:
-            if task != "language_model":
-                raise ValueError("model.tie_weights is for language models")
+            if not definition.can_tie_weights:
+                raise ValueError(f"model.tie_weights has no meaning for the {task} task (its decoder is not words)")
             if model.embedding_size != model.hidden_size:
                 raise ValueError(
                     f"model.tie_weights needs embedding_size == hidden_size (got {model.embedding_size} and "
                     f"{model.hidden_size})"
                 )
+        definition.check(self)
         if isinstance(method, PredefinedMethod):
             self._check_predefined(method)
         if len(set(self.baselines)) != len(self.baselines):
@@ -358,7 +334,7 @@ class Recipe(_Strict):
     def _check_predefined(self, method: PredefinedMethod) -> None:
         model = self.model
         if method.embedding is not None:
-            if self.task.type not in TEXT_TASKS:
+            if not tasks.get(self.task.type).text:
                 raise ValueError(f"method.embedding needs a text task, not {self.task.type}")
             width = model.embedding_size // method.embedding.blocks
             if method.embedding.blocks > model.embedding_size:
@@ -435,3 +411,16 @@ def format_validation_error(error) -> list[dict[str, str]]:
 
 if __name__ == "__main__":  # print the schema: python -m compress.spec
     print(json.dumps(recipe_json_schema(), indent=2))
+
+
+def _rebuild_recipe() -> None:
+    """A task was registered or removed: the recipe's ``task`` union follows (its schema, its error messages)."""
+    from pydantic.fields import FieldInfo
+
+    global Task
+    Task = _task_union()
+    Recipe.model_fields["task"] = FieldInfo.from_annotation(Task)
+    Recipe.model_rebuild(force=True)
+
+
+tasks.on_change(_rebuild_recipe)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from compress import tasks
 from compress.spec import Recipe
 from service.errors import Unprocessable
 from service.settings import Settings
@@ -30,7 +31,7 @@ def runs(recipe: Recipe) -> int:
 def work_tokens(recipe: Recipe, train_tokens: int | None) -> tuple[int, str]:
     """Tokens the job trains on in all, and the recipe field that scales it most directly."""
     task, training = recipe.task, recipe.training
-    if task.type in ("language_model", "sequence_tagging"):
+    if tasks.get(task.type).text:  # how much text the files hold decides the work
         per_epoch = train_tokens or 0
     else:
         per_epoch = task.steps_per_epoch * training.batch_size * task.sequence_length

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry, Histogram
 
-from service import errors, openapi, ui
+from service import http_errors, openapi, ui
 from service.auth import KeyCache
 from service.cache import JOB_CACHE_S, SingleFlight, TTLCache
 from service.db import make_engine, make_sessionmaker
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
     app.add_middleware(LatencyMiddleware, histogram=latency)  # outermost: a refused request is timed too
 
-    errors.install(app)
+    http_errors.install(app)
     app.include_router(files.router)
     app.include_router(jobs.router)
     app.include_router(artifacts.router)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from service.cache import SingleFlight, TTLCache
-from service.models import ApiKey
+from service.tables import ApiKey
 
 PREFIX = "sk_"
 

@@ -92,7 +92,7 @@ def _has_keys() -> bool:
     from sqlalchemy import func, select
 
     from service.db import make_engine, make_sessionmaker
-    from service.models import ApiKey
+    from service.tables import ApiKey
 
     with make_sessionmaker(make_engine(get_settings().resolved_database_url))() as session:
         return bool(session.scalar(select(func.count()).select_from(ApiKey)))

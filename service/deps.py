@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from service.db import commit_and_close, rollback_and_close
 from service.errors import Unauthorized
-from service.models import ApiKey
 from service.settings import Settings
 from service.storage import BlobStore
+from service.tables import ApiKey
 
 
 # Dependencies that do no I/O are `async def`: FastAPI runs sync dependencies in its thread pool, and each hand-off

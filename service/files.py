@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from compress import tasks
 from service.db import session_scope
 from service.errors import BadRequest, Conflict, NotFound
-from service.models import LIVE, Artifact, File, Job, utcnow
-from service.schemas import FileObject, FilePurpose, unix
+from service.schemas import FileObject, unix
 from service.storage import BlobStore
-from service.upload import Upload
+from service.tables import LIVE, Artifact, File, Job, utcnow
 
-PURPOSES = tuple(purpose.value for purpose in FilePurpose)
+if TYPE_CHECKING:  # the streamed upload comes from the API (FastAPI); workers import this module without it
+    from service.upload import Upload
+
 MAX_LISTED_TENSORS = 4096  # names and shapes kept in a weights file's stats (for the check at job creation)
 
 
@@ -52,9 +56,7 @@ def validate_content(purpose: str, path) -> tuple[bool, str | None, dict]:
 
         result = validate_vocabulary(path)
         return result.ok, (None if result.ok else result.describe()), result.stats
-    from compress.data import validate
-
-    result = validate(purpose, path)
+    result = tasks.purposes()[purpose].validate(path)
     if result.refused:  # not kept as a file in error: its bytes are not stored at all
         raise BadRequest(f"the file was refused: {result.describe()}", param="file", code="file_refused")
     return result.ok, (None if result.ok else result.describe()), result.stats
@@ -62,9 +64,9 @@ def validate_content(purpose: str, path) -> tuple[bool, str | None, dict]:
 
 def create_file(session: Session, store: BlobStore, *, owner: str, upload: Upload) -> File:
     purpose = upload.fields.get("purpose")
-    if purpose not in PURPOSES:
+    if purpose not in tasks.purposes():
         upload.temporary.unlink(missing_ok=True)
-        raise BadRequest(f"purpose must be one of {list(PURPOSES)}, got {purpose!r}", param="purpose")
+        raise BadRequest(f"purpose must be one of {list(tasks.purposes())}, got {purpose!r}", param="purpose")
     try:
         ok, detail, stats = validate_content(purpose, upload.temporary)  # before the lock: it can take seconds
         lock_blob(session, upload.sha256)

@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from compress import tasks
 from compress.spec import Recipe, format_validation_error
 from service.admission import admit
 from service.errors import BadRequest, Conflict, NotFound, Unprocessable
 from service.files import get_file, lock_files
-from service.models import TERMINAL, Artifact, Job, JobEvent, utcnow
 from service.schemas import (
     ArtifactObject,
     EventObject,
@@ -29,24 +29,9 @@ from service.schemas import (
     unix,
 )
 from service.settings import Settings
+from service.tables import TERMINAL, Artifact, Job, JobEvent, utcnow
 
 log = logging.getLogger("sparseq.jobs")
-
-# data role -> purpose each task accepts (required roles first)
-ROLES = {
-    "language_model": {
-        "train": ("lm_text", True),
-        "valid": ("lm_text", False),
-        "vocabulary": ("vocabulary", False),
-    },
-    "sequence_tagging": {
-        "train": ("tagging_conll", True),
-        "valid": ("tagging_conll", False),
-        "vocabulary": ("vocabulary", False),
-    },
-    "navigation": {"train": ("trajectories", False)},
-    "adding": {},
-}
 
 
 def render(job: Job) -> JobObject:
@@ -107,19 +92,19 @@ def parse_recipe(raw: dict[str, Any]) -> Recipe:
 
 
 def _check_files(session: Session, owner: str, recipe: Recipe, files: dict[str, str]) -> None:
-    roles = ROLES[recipe.task.type]
+    roles = tasks.get(recipe.task.type).roles
     for role in files:
         if role not in roles:
             raise BadRequest(
                 f"the {recipe.task.type} task takes no '{role}' file (it takes {sorted(roles) or 'none'})",
                 param=f"files.{role}",
             )
-    for role, (purpose, required) in roles.items():
-        if role not in files:
-            if required:
-                raise BadRequest(f"the {recipe.task.type} task needs a '{role}' file", param=f"files.{role}")
+    for name, role in roles.items():
+        if name not in files:
+            if role.required:
+                raise BadRequest(f"the {recipe.task.type} task needs a '{name}' file", param=f"files.{name}")
             continue
-        _check_one(session, owner, files[role], purpose, f"files.{role}")
+        _check_one(session, owner, files[name], role.purpose, f"files.{name}")
     if recipe.init_from is not None:
         weights = _check_one(session, owner, recipe.init_from, "weights", "recipe.init_from")
         _check_weights(session, owner, recipe, files, weights)
@@ -130,7 +115,8 @@ def _check_weights(session: Session, owner: str, recipe: Recipe, files: dict[str
     its stats), and a text task's weights need the vocabulary their rows follow."""
     shapes = (weights.stats or {}).get("shapes")
     sizes: dict[str, int] = {}
-    if recipe.task.type in ("language_model", "sequence_tagging"):
+    needs = tasks.get(recipe.task.type).data_sizes
+    if "vocab_size" in needs:
         if "vocabulary" in files:
             sizes["vocab_size"] = get_file(session, owner=owner, file_id=files["vocabulary"]).stats["tokens"]
         elif (weights.stats or {}).get("vocabulary_size"):
@@ -143,7 +129,7 @@ def _check_weights(session: Session, owner: str, recipe: Recipe, files: dict[str
                 param="files.vocabulary",
                 code="vocabulary_required",
             )
-        if recipe.task.type == "sequence_tagging":
+        if "num_tags" in needs:
             train = get_file(session, owner=owner, file_id=files["train"])
             sizes["num_tags"] = (weights.stats or {}).get("tags") or train.stats.get("tags", 1)
     if shapes is None:  # more tensors than the upload listed: the worker checks them before training

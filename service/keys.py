@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.auth import PREFIX
-from service.models import ApiKey, utcnow
+from service.tables import ApiKey, utcnow
 
 
 def list_keys(session: Session) -> list[ApiKey]:

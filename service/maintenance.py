@@ -21,8 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.files import release_blob
-from service.models import LIVE, Artifact, File, Job
 from service.storage import BlobStore
+from service.tables import LIVE, Artifact, File, Job
 
 
 @dataclass

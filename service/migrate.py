@@ -7,7 +7,16 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # package data: shipped in the wheel
+
+def _migrations() -> Path:
+    """The Alembic scripts: the top-level ``migrations/`` of a clone, shipped inside the wheel as
+    ``service/migrations`` (pyproject's package-dir mapping)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "migrations"
+    return installed if installed.is_dir() else here.parent / "migrations"
+
+
+MIGRATIONS = _migrations()
 
 
 def alembic_config(url: str) -> Config:

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from compress import tasks
+
 T = TypeVar("T")
 
 
@@ -31,14 +33,10 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
 
 
-class FilePurpose(StrEnum):
-    """What a file is for, which decides how it is validated."""
-
-    lm_text = "lm_text"
-    tagging_conll = "tagging_conll"
-    trajectories = "trajectories"
-    weights = "weights"
-    vocabulary = "vocabulary"  # the token order of a user's own weights: one token a line, line n is id n - 1
+# What a file is for, which decides how it is validated: the registered tasks' purposes, then weights and vocabulary
+# (compress.tasks.purposes()). The document lists the built-in tasks' purposes.
+FilePurpose = StrEnum("FilePurpose", {name: name for name in tasks.purposes()})
+FilePurpose.__doc__ = "What a file is for, which decides how it is validated."
 
 
 class FileStatus(StrEnum):

@@ -13,7 +13,7 @@ def make_celery(broker_url: str | None = None, *, time_limit_s: int | None = Non
     settings = get_settings()
     broker_url = broker_url or settings.resolved_broker_url
     hard = time_limit_s or settings.job_time_limit_s
-    app = Celery("sparseq", broker=broker_url, include=["workers.tasks"])
+    app = Celery("sparseq", broker=broker_url, include=["workers.execute"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

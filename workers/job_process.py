@@ -1,6 +1,6 @@
 """One job's compute in a process of its own, under a memory ceiling: ``python -m workers.job_process``.
 
-The worker (workers.tasks.run_job) claims the job, copies its files, then starts this process with a JSON request on
+The worker (workers.execute.run_job) claims the job, copies its files, then starts this process with a JSON request on
 stdin and waits for it. Here the address space may grow ``memory_limit_bytes`` beyond what the libraries take
 (RLIMIT_AS), so a job that needs more fails with ``out_of_memory`` instead of the kernel killing the worker; the
 worker also kills this process when the job passes its time limit. Progress, events and cancellation go through the
@@ -81,7 +81,7 @@ def run(request: dict) -> dict:
     from compress.spec import Recipe
     from compress.train import Callbacks, Cancelled
     from service.db import make_engine, make_sessionmaker
-    from workers.tasks import JobReporter, error_code
+    from workers.execute import JobReporter, error_code
 
     engine = make_engine(request["database_url"])
     reporter = JobReporter(make_sessionmaker(engine), request["job_id"])

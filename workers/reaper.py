@@ -29,9 +29,9 @@ from celery import Celery
 from sqlalchemy import or_, select, update
 
 from service.db import make_engine, make_sessionmaker, session_scope
-from service.models import Job, JobEvent, utcnow
 from service.queue import QUEUE, TASK_NAME, recently_taken_job_ids, waiting_job_ids
 from service.settings import Settings, get_settings
+from service.tables import Job, JobEvent, utcnow
 
 log = logging.getLogger("sparseq.reaper")
 LOCK_KEY = "sparseq:reconciler"

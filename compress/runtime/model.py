@@ -10,10 +10,10 @@ from torch import Tensor, nn
 
 from compress.models import LanguageModel, SequenceTagger
 from compress.predefined import SparseEmbedding, SparseRecurrent
+from compress.problems.adding import AddingRNN
+from compress.problems.navigation import NavigationRNN
 from compress.runtime.forms import CSR_MIN_SPARSITY, MatrixPlan, choose
 from compress.runtime.recurrent import FastRecurrent
-from compress.tasks.adding import AddingRNN
-from compress.tasks.navigation import NavigationRNN
 
 
 class FastLinear(nn.Module):

@@ -15,28 +15,19 @@ from typing import Any
 
 import torch
 
-from compress.models import LanguageModel, SequenceTagger
+from compress import tasks
 from compress.runtime.forms import race
 from compress.runtime.model import InferenceModel
-from compress.tasks.adding import AddingRNN
-from compress.tasks.navigation import NavigationRNN
 
 
 def sample_inputs(model: InferenceModel, batch: int, steps: int, device: torch.device) -> tuple:
-    """Arguments for one call of the model: random data of the task's shape."""
-    inner = model.model
-    generator = torch.Generator().manual_seed(0)
-    if isinstance(inner, LanguageModel | SequenceTagger):
-        vocab = inner.embedding.num_embeddings
-        tokens = torch.randint(0, vocab, (steps, batch), generator=generator).to(device)
-        return (tokens,) if isinstance(inner, LanguageModel) else (tokens, torch.full((batch,), steps))
-    if isinstance(inner, NavigationRNN):
-        velocity = torch.randn(batch, steps, 2, generator=generator) * 0.02
-        start = torch.rand(batch, inner.config.place_cells, generator=generator)
-        return velocity.to(device), start.to(device)
-    if isinstance(inner, AddingRNN):
-        return (torch.rand(batch, steps, 2, generator=generator).to(device),)
-    raise ValueError(f"no sample inputs for a {type(inner).__name__}")
+    """Arguments for one call of the model: random data of the task's shape (its definition's ``sample_inputs``)."""
+    task = model.manifest["recipe"]["task"]["type"]
+    make = tasks.get(task).sample_inputs
+    if make is None:
+        raise ValueError(f"the {task} task defines no sample inputs, so its speed cannot be measured")
+    inputs = make(model.model, batch, steps, torch.Generator().manual_seed(0))
+    return tuple(value.to(device) for value in inputs)
 
 
 def measure_speed(

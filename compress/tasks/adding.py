@@ -1,68 +1,58 @@
-"""The adding problem (Hochreiter & Schmidhuber; used by the moduli paper, METHODS.md section 2).
-
-Each sequence has two channels: random values in [0, 1), and a marker that is 1 at exactly two positions (one in each
-half of the sequence) and 0 elsewhere. The target is the sum of the two marked values. Predicting the constant 1 gives
-MSE = Var(U + U') = 1/6, the level a model must beat. Paper: length 50, ReLU RNN with 128 units, Adam 1e-4, MSE.
-"""
+"""adding: sum the two marked numbers of a sequence (a long-memory test), judged by validation MSE."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from pydantic import Field
 
-# MSE of always answering the mean 1.0: Var(U1 + U2) = 2 * 1/12.
-CONSTANT_BASELINE_MSE = 1.0 / 6.0
+from compress.tasks.base import MAX_SEQUENCE, MAX_STEPS_PER_EPOCH, Metric, StrictModel, TaskDefinition
 
 
-@dataclass(frozen=True)
-class AddingConfig:
-    sequence_length: int = 50
-    hidden_size: int = 128
-    batch_size: int = 64
+class AddingTask(StrictModel):
+    """The adding problem: sum the two marked numbers of a sequence."""
 
-    def __post_init__(self) -> None:
-        if self.sequence_length < 2:
-            raise ValueError(f"sequence_length must be >= 2 (one marker per half), got {self.sequence_length}")
-        for name in ("hidden_size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    type: Literal["adding"] = "adding"
+    sequence_length: int = Field(50, ge=2, le=MAX_SEQUENCE)
+    steps_per_epoch: int = Field(1000, ge=1, le=MAX_STEPS_PER_EPOCH)
 
 
-def adding_batch(
-    batch_size: int, sequence_length: int = 50, *, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """Inputs (batch, T, 2) and targets (batch,): the sum of the values at the two marked positions."""
-    if sequence_length < 2:
-        raise ValueError(f"sequence_length must be >= 2, got {sequence_length}")
-    values = torch.rand(batch_size, sequence_length, generator=generator)
-    half = sequence_length // 2
-    first = torch.randint(0, half, (batch_size,), generator=generator)
-    second = torch.randint(half, sequence_length, (batch_size,), generator=generator)
-    markers = torch.zeros(batch_size, sequence_length)
-    rows = torch.arange(batch_size)
-    markers[rows, first] = 1.0
-    markers[rows, second] = 1.0
-    targets = values[rows, first] + values[rows, second]
-    return torch.stack([values, markers], dim=-1), targets
+def _adapter(recipe, data, device):
+    from compress.problems.generated import AddingAdapter
+
+    return AddingAdapter(
+        recipe.task, recipe.model, batch_size=recipe.training.batch_size, seed=recipe.training.seed, device=device
+    )
 
 
-class AddingRNN(nn.Module):
-    """ReLU RNN reading the two channels; a linear readout of the last hidden state predicts the sum. ``rnn``
-    replaces the paper's layer (same call conventions, batch_first)."""
+def _model(recipe, sizes):
+    from compress.problems.generated import adding_model
 
-    def __init__(self, config: AddingConfig | None = None, rnn: nn.Module | None = None) -> None:
-        super().__init__()
-        self.config = config or AddingConfig()
-        self.rnn = rnn or nn.RNN(2, self.config.hidden_size, nonlinearity="relu", batch_first=True)
-        self.readout = nn.Linear(self.config.hidden_size, 1)
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        hidden, _ = self.rnn(inputs)
-        return self.readout(hidden[:, -1]).squeeze(-1)
+    return adding_model(recipe.task, recipe.model, recipe.method, recipe.training.batch_size)
 
 
-def adding_loss(predictions: Tensor, targets: Tensor) -> Tensor:
-    return F.mse_loss(predictions, targets)
+def _onnx_inputs(model, manifest):
+    import torch
+
+    axes = {"inputs": {0: "batch", 1: "steps"}, "prediction": {0: "batch"}}
+    return model, (torch.zeros(2, 5, 2),), ["inputs"], "prediction", axes
+
+
+def torch_rand(*shape, generator):
+    import torch
+
+    return torch.rand(*shape, generator=generator)
+
+
+TASK = TaskDefinition(
+    type="adding",
+    spec=AddingTask,
+    description=AddingTask.__doc__,
+    metric=Metric("valid_mse", lower_is_better=True, description="mean squared error (predicting 1.0 scores ~0.167)"),
+    roles={},
+    build_adapter=_adapter,
+    build_model=_model,
+    sequence_length=lambda recipe: recipe.task.sequence_length,
+    onnx_inputs=_onnx_inputs,
+    sample_inputs=lambda model, batch, steps, generator: (torch_rand(batch, steps, 2, generator=generator),),
+)

@@ -10,10 +10,11 @@ from sqlalchemy.orm import Session
 from service import jobs as job_service
 from service.deps import CurrentKey, SessionDep, StoreDep
 from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
-from service.errors import NotFound, responses
-from service.models import Artifact
+from service.errors import NotFound
+from service.http_errors import responses
 from service.pagination import envelope
 from service.schemas import ArtifactList, ArtifactObject
+from service.tables import Artifact
 
 router = APIRouter(tags=["artifacts"])
 

@@ -11,10 +11,10 @@ from sqlalchemy import select
 from service import files as file_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StoreDep
 from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
-from service.errors import responses
-from service.models import File
+from service.http_errors import responses
 from service.pagination import page
 from service.schemas import DeletedObject, FileList, FileObject, FilePurpose
+from service.tables import File
 from service.upload import receive_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"])

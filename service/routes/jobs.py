@@ -8,10 +8,11 @@ from sqlalchemy import select
 
 from service import jobs as job_service
 from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep
-from service.errors import BadRequest, ServiceUnavailable, responses
-from service.models import Job, JobEvent
+from service.errors import BadRequest, ServiceUnavailable
+from service.http_errors import responses
 from service.pagination import envelope, page
 from service.schemas import EventList, JobCreate, JobList, JobObject, JobStatus
+from service.tables import Job, JobEvent
 
 router = APIRouter(tags=["jobs"])
 REPLAY = {200: {"model": JobObject, "description": "An idempotent replay: the job this Idempotency-Key created"}}

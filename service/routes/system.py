@@ -12,11 +12,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sqlalchemy import func, select, text
 
 from service.deps import CurrentKey, SessionDep
-from service.errors import Unauthorized, responses
+from service.errors import Unauthorized
+from service.http_errors import responses
 from service.jobs import parse_recipe
-from service.models import JOB_STATUSES, Job
 from service.schemas import Estimate, EstimateRequest, Health, Readiness, RecipeSchema
 from service.supervisor import read_worker_status
+from service.tables import JOB_STATUSES, Job
 
 router = APIRouter()  # tags per route: the estimate and the recipe schema are resources of their own
 SYSTEM = ["system"]

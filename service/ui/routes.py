@@ -16,16 +16,17 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.templating import Jinja2Templates
 
+from compress import tasks
 from service import files as file_service
 from service import jobs as job_service
 from service.deps import QueueDep, SessionDep, SettingsDep, StoreDep
 from service.errors import APIError, BadRequest
-from service.models import JOB_STATUSES
 from service.routes import artifacts as artifact_routes
 from service.routes import files as file_routes
 from service.routes import jobs as job_routes
 from service.routes import system as system_routes
 from service.schemas import EstimateRequest, JobCreate, JobStatus
+from service.tables import JOB_STATUSES
 from service.ui import session as ui_session
 from service.ui import views
 from service.ui.session import UiKey
@@ -215,7 +216,7 @@ def cancel(request: Request, job_id: str, key: UiKey, session: SessionDep):
 @router.get("/files")
 def files_page(request: Request, key: UiKey, session: SessionDep, after: str | None = None):
     listing = file_routes.list_files(key=key, session=session, after=after, limit=50, purpose=None)
-    return page(request, "files.html", key=key, files=listing, purposes=file_service.PURPOSES)
+    return page(request, "files.html", key=key, files=listing, purposes=list(tasks.purposes()))
 
 
 @router.post("/files")
@@ -229,7 +230,7 @@ async def upload(request: Request, key: UiKey, session: SessionDep, store: Store
             file_routes.list_files, key=key, session=session, after=None, limit=50, purpose=None
         )
         return page(
-            request, "files.html", error.status, key=key, files=listing, purposes=file_service.PURPOSES, error=error
+            request, "files.html", error.status, key=key, files=listing, purposes=list(tasks.purposes()), error=error
         )
     return RedirectResponse(f"/ui/files?uploaded={file.id}", status_code=303)
 

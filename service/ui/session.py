@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from service.models import ApiKey
+from service.tables import ApiKey
 
 COOKIE = "sparseq_session"
 PATH = "/ui"

@@ -7,8 +7,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from service.models import LIVE, TERMINAL
 from service.schemas import ArtifactObject, JobObject
+from service.tables import LIVE, TERMINAL
 
 # Pictures the pipeline draws, with what they show; any other .png artifact is shown under its file name.
 PLOT_CAPTIONS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.tasks import CONSTANT_BASELINE_MSE, AddingConfig, AddingRNN, adding_batch, adding_loss
+from compress.problems import CONSTANT_BASELINE_MSE, AddingConfig, AddingRNN, adding_batch, adding_loss
 
 
 def test_batches_have_one_marker_per_half_and_the_right_sum() -> None:

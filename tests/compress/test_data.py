@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress.data import DataError, read_lm_text, read_tagging_conll, validate
+from compress.data import DataError, read_lm_text, read_tagging_conll
 from compress.synthetic import tagging_corpus, write_conll
+from compress.tasks import validate
 
 
 def test_ptb_slice_is_valid_lm_text(ptb, tmp_path):
@@ -120,7 +121,7 @@ def test_velocity_in_metres_per_second_is_refused_with_the_conversion(tmp_path):
 
 
 def test_the_generator_writes_files_the_validator_accepts(tmp_path):
-    from compress.tasks.navigation import main
+    from compress.problems.navigation import main
 
     main(["--out", str(tmp_path / "walks.npz"), "--count", "6", "--steps", "12", "--seed", "3"])
     result = validate("trajectories", tmp_path / "walks.npz")

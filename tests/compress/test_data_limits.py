@@ -10,7 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from compress.data import CHUNK_BYTES, MAX_ARCHIVE_MEMBERS, validate
+from compress.data import CHUNK_BYTES, MAX_ARCHIVE_MEMBERS
+from compress.tasks import validate
 
 
 def npy_header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.tasks import NavigationConfig, NavigationRNN, NavigationTask, PlaceCells, simulate_trajectories
+from compress.problems import NavigationConfig, NavigationProblem, NavigationRNN, PlaceCells, simulate_trajectories
 
 SMALL = NavigationConfig(hidden_size=16, place_cells=512, sequence_length=20, batch_size=8)
 
@@ -65,7 +65,7 @@ def test_decoding_takes_the_mean_of_the_top_three_centres() -> None:
 
 
 def test_the_paper_code_decodes_to_within_a_few_centimetres() -> None:
-    task = NavigationTask(NavigationConfig(hidden_size=8, sequence_length=10), seed=0)
+    task = NavigationProblem(NavigationConfig(hidden_size=8, sequence_length=10), seed=0)
     _, _, targets, position = task.batch(100)
     # The metric's own floor with 512 cells: decoding the exact targets is a few cm off (cell spacing ~10 cm).
     assert task.position_error_cm(targets, position).item() < 8.0
@@ -89,7 +89,7 @@ def test_loss_is_cross_entropy_to_the_target_distribution() -> None:
     logits = torch.randn(4, 6, 10)
     targets = torch.softmax(torch.randn(4, 6, 10), -1)
     expected = F.cross_entropy(logits.reshape(-1, 10), targets.reshape(-1, 10))
-    assert NavigationTask.loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert NavigationProblem.loss(logits, targets).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_input_scales_and_identity_init() -> None:
@@ -125,7 +125,7 @@ def test_a_small_model_learns_to_path_integrate() -> None:
         velocity_input_scale=50.0,
         start_code_scale=50.0,
     )
-    task = NavigationTask(config, seed=0)
+    task = NavigationProblem(config, seed=0)
     model = task.model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     evaluation = task.batch(200, generator=torch.Generator().manual_seed(99))

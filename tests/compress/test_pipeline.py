@@ -206,7 +206,7 @@ def test_report_sparsity_counts_predefined_structure(data, tmp_path):
 
 def test_navigation_trains_on_uploaded_trajectories(tmp_path):
     """Trajectories from the library's own simulator, saved as the documented .npz, train like generated ones."""
-    from compress.tasks.navigation import NavigationConfig, simulate_trajectories
+    from compress.problems.navigation import NavigationConfig, simulate_trajectories
 
     paths = simulate_trajectories(
         NavigationConfig(hidden_size=8, place_cells=24, sequence_length=8, batch_size=60),

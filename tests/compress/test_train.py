@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from compress.models import LanguageModel, SequenceTagger
+from compress.problems.text import LanguageModelAdapter, TaggingAdapter
 from compress.spec import ModelSpec, PredefinedMethod, TrainingSpec
 from compress.synthetic import tagging_corpus, write_conll
-from compress.tasks.text import LanguageModelAdapter, TaggingAdapter
 from compress.train import Callbacks, Cancelled, Diverged, train
 
 PREDEFINED = PredefinedMethod.model_validate({"recurrent": {"components": 2, "input_density": 0.5}})

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from service.models import ApiKey, utcnow
+from service.tables import ApiKey, utcnow
 from tests.service.conftest import SECRET
 from tests.service.factories import error, lm_recipe, new_key
 

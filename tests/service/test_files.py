@@ -19,7 +19,7 @@ import service.jobs as job_service
 from service.db import session_scope
 from service.errors import Conflict
 from service.files import delete_file
-from service.models import Artifact, File, Job
+from service.tables import Artifact, File, Job
 from tests.service.factories import (
     LIMIT,
     chunked,
@@ -541,7 +541,7 @@ def test_an_artifact_of_the_same_bytes_during_a_blob_release_keeps_its_content(s
     """The worker's side of the blob lock: a deleted file's blob is being released when a job records an artifact
     with the same bytes. The artifact must wait and place the bytes again. (On SQLite the recording's own writes wait
     for the release anyway; on PostgreSQL only the lock makes it wait, and this fails without it.)"""
-    from workers.tasks import record_artifacts
+    from workers.execute import record_artifacts
 
     content = b"a checkpoint that a user also uploaded, then deleted"
     sha, _ = store.put_chunks([content])

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
 from service.auth import KeyCache
-from service.models import Artifact, Job, JobEvent, utcnow
 from service.queue import CeleryQueue
+from service.tables import Artifact, Job, JobEvent, utcnow
 from tests.service.factories import (
     broker_messages,
     changed,

@@ -11,8 +11,8 @@ import time
 from service.db import session_scope
 from service.files import delete_file
 from service.maintenance import collect
-from service.models import Artifact, Job
 from service.storage import BlobStore
+from service.tables import Artifact, Job
 from tests.service.factories import upload_ok
 
 RECIPE = {"task": {"type": "adding"}}

@@ -14,13 +14,13 @@ import jsonschema
 import pytest
 from openapi_spec_validator import validate
 
+from compress import tasks
 from compress.spec import Recipe, recipe_json_schema
-from service import files as file_service
-from service.models import JOB_STATUSES
 from service.openapi import REGENERATE, TAGS, render
 from service.openapi import document as build_document
+from service.tables import JOB_STATUSES
 from tests.service.factories import lm_recipe
-from workers.tasks import ARTIFACT_KINDS
+from workers.execute import ARTIFACT_KINDS
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "openapi.json"
 ISSUE_ROUTES = {
@@ -223,7 +223,7 @@ def test_the_upload_documents_its_multipart_form_with_the_purpose_enum(document)
 def test_statuses_purposes_and_kinds_are_enums_of_the_values_the_service_writes(document):
     schemas = document["components"]["schemas"]
     assert schemas["JobStatus"]["enum"] == list(JOB_STATUSES)
-    assert schemas["FilePurpose"]["enum"] == list(file_service.PURPOSES)
+    assert schemas["FilePurpose"]["enum"] == list(tasks.purposes())
     assert set(schemas["ArtifactKind"]["enum"]) == {*ARTIFACT_KINDS.values(), "file"}  # the worker's, and its fallback
     assert schemas["JobObject"]["properties"]["status"] == {"$ref": "#/components/schemas/JobStatus"}
     assert schemas["FileObject"]["properties"]["purpose"] == {"$ref": "#/components/schemas/FilePurpose"}
@@ -320,7 +320,7 @@ def test_every_answer_is_a_declared_status_with_a_body_of_the_declared_schema(
     """Each operation driven to its statuses (those this app can be brought to without a fault: 429 and 503 are
     not), and every answer checked against the document: the status is declared, the content type is the declared
     one, a JSON body validates against the declared schema (jsonschema over the document's components)."""
-    from service.models import Job
+    from service.tables import Job
     from tests.service.factories import LIMIT, create_job_ok, upload, upload_ok
     from tests.service.test_jobs import add_artifact
 

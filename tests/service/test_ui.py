@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.models import Job
 from service.schemas import JobObject
+from service.tables import Job
 from service.ui import views
 from tests.service.factories import LIMIT, create_job_ok, lm_recipe, new_key
 

@@ -7,7 +7,7 @@ Two clocks make this slow in production, and the first test moves both forward i
   workers/celery_app.py sets to ``job_time_limit_s + 3600`` (25 h by default, never under 1 h). A worker starting up
   restores every unacked message older than that (kombu's ``restore_visible`` on poll init). The test sets the
   message's score in the ``unacked_index`` sorted set to 0 - exactly what the passing of the timeout does.
-- ``workers.tasks.claim`` only takes over a ``running`` job whose ``heartbeat_at`` is older than
+- ``workers.execute.claim`` only takes over a ``running`` job whose ``heartbeat_at`` is older than
   ``Settings.stale_after_s`` (SPARSEQ_STALE_AFTER_S, 2 minutes by default). The test moves the dead worker's
   heartbeat 10 minutes back.
 
@@ -98,7 +98,7 @@ class Failover:
 
     def age_heartbeat(self, job_id: str, minutes: float = 10) -> None:
         from service.db import make_engine, make_sessionmaker, session_scope
-        from service.models import Job, utcnow
+        from service.tables import Job, utcnow
 
         engine = make_engine(f"sqlite:///{self.data_dir / 'sparseq.db'}")
         with session_scope(make_sessionmaker(engine)) as session:

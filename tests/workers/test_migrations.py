@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from service.migrate import downgrade, upgrade
-from service.models import Base
+from service.tables import Base
 
 
 def test_head_matches_the_models_and_downgrades_cleanly(tmp_path):

@@ -14,8 +14,8 @@ from kombu import Connection
 
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.migrate import upgrade
-from service.models import Job, JobEvent, utcnow
 from service.queue import CeleryQueue, recently_taken_job_ids, waiting_job_ids
+from service.tables import Job, JobEvent, utcnow
 from workers.reaper import _take_round, reconcile_once
 
 RECIPE = {"task": {"type": "adding"}, "model": {"cell": "rnn_relu", "hidden_size": 8}, "method": {"type": "dense"}}

@@ -18,10 +18,9 @@ from torch import Tensor, nn
 
 from compress.data import DataError, validate_trajectories
 from compress.models import build_recurrent
+from compress.problems.adding import AddingConfig, AddingRNN, adding_batch, adding_loss
+from compress.problems.navigation import NavigationConfig, NavigationProblem, NavigationRNN
 from compress.spec import AddingTask, ModelSpec, NavigationTask, PredefinedMethod
-from compress.tasks.adding import AddingConfig, AddingRNN, adding_batch, adding_loss
-from compress.tasks.navigation import NavigationConfig, NavigationRNN
-from compress.tasks.navigation import NavigationTask as NavigationProblem
 
 VALID_BATCHES = 5
 

@@ -15,8 +15,8 @@ import compress
 from compress.spec import Recipe
 from service.db import session_scope
 from service.migrate import upgrade
-from service.models import Artifact, File, Job, JobEvent, utcnow
 from service.settings import get_settings
+from service.tables import Artifact, File, Job, JobEvent, utcnow
 from workers import tasks
 
 RECIPE = {

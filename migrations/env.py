@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 
 from service.db import make_engine
-from service.models import Base
 from service.settings import Settings
+from service.tables import Base
 
 config = context.config
 url = config.attributes.get("database_url") or Settings().resolved_database_url

@@ -28,10 +28,10 @@ from sqlalchemy import or_, select, update
 import compress.pipeline  # noqa: F401  - import torch and the library when the worker starts, not on its first job
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.files import lock_blob, release_blob
-from service.models import Artifact, Job, JobEvent, utcnow
 from service.queue import TASK_NAME
 from service.settings import get_settings
 from service.storage import BlobStore
+from service.tables import Artifact, Job, JobEvent, utcnow
 from workers.celery_app import app
 from workers.reaper import ORPHAN_CANCELLED
 
@@ -207,7 +207,7 @@ def error_code(error: BaseException) -> str:
 
 
 def _materialise(store: BlobStore, sessions, job: Job, directory: Path) -> dict[str, Path]:
-    from service.models import File
+    from service.tables import File
 
     paths = {}
     with session_scope(sessions) as session:

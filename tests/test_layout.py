@@ -1,0 +1,54 @@
+"""The layers' import boundaries, and the package list the wheel ships."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def loaded_after(statement: str) -> set[str]:
+    """Top-level packages in sys.modules after running ``statement`` in a fresh interpreter."""
+    code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    ("statement", "forbidden"),
+    [
+        # the library: usable without the service's frameworks
+        (
+            "import compress, compress.spec, compress.tasks, compress.estimate, compress.pipeline",
+            {"fastapi", "celery", "sqlalchemy", "starlette"},
+        ),
+        # the API process validates recipes and uploads without torch
+        ("import service.app; service.app.create_app", {"torch"}),
+        # a worker runs jobs without the web framework
+        ("import workers.execute, workers.reaper", {"fastapi", "starlette"}),
+    ],
+)
+def test_import_boundaries(statement, forbidden):
+    assert loaded_after(statement) & forbidden == set()
+
+
+def test_the_boundary_check_sees_imports():  # the check above would pass vacuously if it saw nothing
+    assert {"torch", "compress"} <= loaded_after("import compress.pipeline")
+    assert "fastapi" in loaded_after("import service.app")
+
+
+def test_every_package_of_the_tree_ships_in_the_wheel():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("compress", "service", "workers")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found <= listed, f"add to pyproject's [tool.setuptools] packages: {sorted(found - listed)}"
+    assert "service.migrations" in listed and (ROOT / "migrations" / "env.py").exists()
