@@ -247,3 +247,31 @@ class RecipeSchema(BaseModel):
     properties: dict[str, Any]
     required: list[str]
     defs: dict[str, Any] = Field(..., alias="$defs")
+
+
+class TaskMetric(BaseModel):
+    name: str = Field(..., description="the evaluation's key a job is judged by, e.g. valid_perplexity")
+    lower_is_better: bool
+
+
+class TaskRole(BaseModel):
+    purpose: str = Field(..., description="the purpose a file needs to fill this role")
+    required: bool
+    description: str
+
+
+class TaskObject(BaseModel):
+    """A task a recipe can name (``task.type``): what it is judged by and the files it takes (``files`` of a job)."""
+
+    object: Literal["task"] = "task"
+    type: str
+    description: str
+    metric: TaskMetric
+    roles: dict[str, TaskRole]
+    text: bool = Field(..., description="words in: model.embedding_size is required and a vocabulary applies")
+
+
+class TaskList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[TaskObject]
+    purposes: list[str] = Field(..., description="every upload purpose (POST /v1/files' purpose field)")

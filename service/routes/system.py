@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select, text
 
+from compress import tasks
 from service.deps import CurrentKey, SessionDep
 from service.errors import Unauthorized
 from service.http_errors import responses
 from service.jobs import parse_recipe
-from service.schemas import Estimate, EstimateRequest, Health, Readiness, RecipeSchema
+from service.schemas import Estimate, EstimateRequest, Health, Readiness, RecipeSchema, TaskList, TaskObject
 from service.supervisor import read_worker_status
 from service.tables import JOB_STATUSES, Job
 
@@ -111,6 +112,23 @@ def metrics(request: Request, session: SessionDep):
     Gauge("sparseq_queue_depth", "jobs waiting in the broker", registry=registry).set(-1 if depth is None else depth)
     body = generate_latest(registry) + generate_latest(request.app.state.metrics_registry)
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/v1/tasks",
+    response_model=TaskList,
+    operation_id="listTasks",
+    summary="The tasks a recipe can name",
+    tags=["jobs"],
+    responses=responses(401),
+)
+def list_tasks(_: CurrentKey):
+    """Every registered task (compress.tasks): its metric, the data roles a job's ``files`` may fill and the purpose
+    each needs; and every upload purpose. Clients read these here instead of knowing them."""
+    return TaskList(
+        data=[TaskObject(**definition.describe()) for definition in tasks.definitions()],
+        purposes=list(tasks.purposes()),
+    )
 
 
 @router.get(

@@ -149,3 +149,19 @@ def test_unregistering_restores_the_recipe_schema(recall):
     tasks.unregister("recall")
     assert "recall" not in Recipe.model_json_schema()["properties"]["task"]["discriminator"]["mapping"]
     tasks.register(RECALL)  # for the fixture's teardown
+
+
+def test_the_api_lists_the_registered_tasks_with_their_roles_and_purposes(recall, client, alice):
+    response = client.get("/v1/tasks", headers=alice)
+    assert response.status_code == 200, response.text
+    listing = response.json()
+    by_type = {task["type"]: task for task in listing["data"]}
+    assert list(by_type) == list(tasks.known())
+    assert by_type["recall"]["roles"] == {
+        "notes": {"purpose": "lm_text", "required": False, "description": RECALL.roles["notes"].description}
+    }
+    assert by_type["language_model"]["metric"] == {"name": "valid_perplexity", "lower_is_better": True}
+    assert by_type["sequence_tagging"]["metric"]["lower_is_better"] is False
+    assert by_type["language_model"]["roles"]["train"]["required"] is True
+    assert listing["purposes"] == ["lm_text", "tagging_conll", "trajectories", "weights", "vocabulary"]
+    assert client.get("/v1/tasks").status_code == 401

@@ -17,7 +17,7 @@ from service.db import session_scope
 from service.migrate import upgrade
 from service.settings import get_settings
 from service.tables import Artifact, File, Job, JobEvent, utcnow
-from workers import tasks
+from workers import execute
 
 RECIPE = {
     "task": {"type": "adding", "sequence_length": 8, "steps_per_epoch": 5},
@@ -33,12 +33,12 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEQ_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SPARSEQ_MAX_ATTEMPTS", "2")
     get_settings.cache_clear()
-    tasks._Context._cached = None
+    execute._Context._cached = None
     upgrade(get_settings().resolved_database_url)
-    settings, sessions, store = tasks._Context.get()
+    settings, sessions, store = execute._Context.get()
     torch.set_num_threads(1)
     yield settings, sessions, store
-    tasks._Context._cached = None
+    execute._Context._cached = None
     get_settings.cache_clear()
 
 
@@ -66,7 +66,7 @@ def events(sessions, job_id) -> list[str]:
 def test_a_job_runs_to_success_with_artifacts(world):
     _, sessions, store = world
     job_id = add_job(sessions)
-    assert tasks.run_job(job_id) == "succeeded"
+    assert execute.run_job(job_id) == "succeeded"
     job = job_row(sessions, job_id)
     assert (job.status, job.progress, job.attempts, job.error) == ("succeeded", 1.0, 1, None)
     assert job.metrics["sparsity"] > 0 and "valid_mse" in job.metrics
@@ -84,7 +84,7 @@ def test_a_job_runs_to_success_with_artifacts(world):
 def test_a_job_carries_its_verdict_against_the_dense_reference(world):
     _, sessions, _ = world
     job = job_row(sessions, add_job(sessions, recipe=RECIPE | {"reference": "auto"}))
-    assert tasks.run_job(job.id) == "succeeded"
+    assert execute.run_job(job.id) == "succeeded"
     job = job_row(sessions, job.id)
     metrics = job.metrics
     # The reference is a dense model trained with the same recipe and seed: train it here by hand and compare.
@@ -102,7 +102,7 @@ def test_a_tensor_pruned_away_is_a_warning_on_the_job(world):
     # The paper's preset (one global threshold, no floors) at 98% strips the adding model's tiny input matrix.
     method = RECIPE["method"] | {"target_sparsity": 0.98, "preset": "paper"}
     job_id = add_job(sessions, recipe=RECIPE | {"method": method, "reference": "none"})
-    assert tasks.run_job(job_id) == "succeeded"
+    assert execute.run_job(job_id) == "succeeded"
     job = job_row(sessions, job_id)
     with sessions() as session:
         checkpoint = session.query(Artifact).filter_by(job_id=job_id, filename="model.safetensors").one()
@@ -112,7 +112,7 @@ def test_a_tensor_pruned_away_is_a_warning_on_the_job(world):
     assert sorted(w["tensor"] for w in job.warnings if w["code"] == "tensor_pruned_away") == dead
     # The defaults (uniform with floors) keep every tensor alive at the same sparsity.
     job_id = add_job(sessions, recipe=RECIPE | {"method": RECIPE["method"] | {"target_sparsity": 0.98}})
-    assert tasks.run_job(job_id) == "succeeded"
+    assert execute.run_job(job_id) == "succeeded"
     assert not [w for w in job_row(sessions, job_id).warnings if w["code"] == "tensor_pruned_away"]
 
 
@@ -120,7 +120,7 @@ def test_a_diverging_run_fails_with_code_diverged(world):
     _, sessions, _ = world
     exploding = RECIPE["training"] | {"lr": 1000, "clip": None, "optimizer": "sgd"}  # the largest rate allowed
     job_id = add_job(sessions, recipe=RECIPE | {"training": exploding, "reference": "none"})
-    assert tasks.run_job(job_id) == "failed"
+    assert execute.run_job(job_id) == "failed"
     job = job_row(sessions, job_id)
     assert job.error["code"] == "diverged" and "the loss became" in job.error["message"]
 
@@ -129,7 +129,7 @@ def test_a_diverging_run_fails_with_code_diverged(world):
 def test_terminal_jobs_are_never_touched(world, status):
     _, sessions, _ = world
     job_id = add_job(sessions, status=status)
-    assert tasks.run_job(job_id) == "finished"
+    assert execute.run_job(job_id) == "finished"
     job = job_row(sessions, job_id)
     assert (job.status, job.attempts) == (status, 0)
 
@@ -137,7 +137,7 @@ def test_terminal_jobs_are_never_touched(world, status):
 def test_a_duplicate_delivery_of_a_running_job_is_not_run_twice(world):
     _, sessions, _ = world
     job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=utcnow())
-    assert tasks.run_job(job_id) == "busy"
+    assert execute.run_job(job_id) == "busy"
     assert job_row(sessions, job_id).attempts == 1
 
 
@@ -145,7 +145,7 @@ def test_a_stale_running_job_is_taken_over_and_counted(world):
     settings, sessions, _ = world
     stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
     job_id = add_job(sessions, status="running", attempts=1, heartbeat_at=stale)
-    assert tasks.run_job(job_id) == "succeeded"
+    assert execute.run_job(job_id) == "succeeded"
     job = job_row(sessions, job_id)
     assert job.attempts == 2
     assert any("resuming" in message for message in events(sessions, job_id))
@@ -169,7 +169,7 @@ def test_a_redelivered_run_replaces_the_artifacts_and_releases_their_unused_blob
     with session_scope(sessions) as session:
         session.add(File(owner="alice", purpose="weights", filename="f", bytes=1, sha256=shared, status="processed"))
 
-    assert tasks.run_job(job_id) == "succeeded"
+    assert execute.run_job(job_id) == "succeeded"
     with sessions() as session:
         artifacts = list(session.query(Artifact).filter_by(job_id=job_id))
     assert {a.sha256 for a in artifacts}.isdisjoint({only_old, shared})
@@ -186,8 +186,8 @@ def test_a_release_that_fails_after_the_job_finished_does_not_fail_the_job(world
     def locked(*args) -> bool:
         raise OperationalError("release", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(tasks, "release_blob", locked)
-    assert tasks.run_job(job_id) == "succeeded"
+    monkeypatch.setattr(execute, "release_blob", locked)
+    assert execute.run_job(job_id) == "succeeded"
     assert job_row(sessions, job_id).status == "succeeded"
     assert store.exists(old)  # left for sparseqd gc
 
@@ -195,15 +195,15 @@ def test_a_release_that_fails_after_the_job_finished_does_not_fail_the_job(world
 def test_replaced_blobs_are_released_once_recorded_even_if_the_job_then_fails(world, monkeypatch):
     store = world[2]
     job_id, (old,) = redelivered_job_with_artifacts(world, b"the earlier run's checkpoint")
-    finish = tasks._finish
+    finish = execute._finish
 
     def locked_at_success(sessions, job_id, **values) -> None:
         if values.get("status") == "succeeded":
             raise OperationalError("finish", {}, Exception("database is locked"))
         finish(sessions, job_id, **values)
 
-    monkeypatch.setattr(tasks, "_finish", locked_at_success)
-    assert tasks.run_job(job_id) == "failed"
+    monkeypatch.setattr(execute, "_finish", locked_at_success)
+    assert execute.run_job(job_id) == "failed"
     assert not store.exists(old)  # its artifact row was replaced: nothing refers to it any more
 
 
@@ -211,7 +211,7 @@ def test_gives_up_after_max_attempts(world):
     settings, sessions, _ = world
     stale = utcnow() - timedelta(seconds=settings.stale_after_s + 5)
     job_id = add_job(sessions, status="running", attempts=settings.max_attempts, heartbeat_at=stale)
-    assert tasks.run_job(job_id) == "gave_up"
+    assert execute.run_job(job_id) == "gave_up"
     job = job_row(sessions, job_id)
     assert job.status == "failed" and job.error["code"] == "too_many_attempts"
 
@@ -219,17 +219,17 @@ def test_gives_up_after_max_attempts(world):
 def test_a_cancel_requested_before_start_ends_cancelled(world):
     _, sessions, _ = world
     job_id = add_job(sessions, status="cancelling")
-    assert tasks.run_job(job_id) == "cancelled"
+    assert execute.run_job(job_id) == "cancelled"
     assert job_row(sessions, job_id).status == "cancelled"
 
 
 def test_a_duplicate_delivery_does_not_end_a_cancel_its_live_worker_is_finishing(world):
     settings, sessions, _ = world
     alive = add_job(sessions, status="cancelling", attempts=1, heartbeat_at=utcnow())
-    assert tasks.run_job(alive) == "busy"
+    assert execute.run_job(alive) == "busy"
     assert job_row(sessions, alive).status == "cancelling"  # its worker ends it between two steps
     dead = add_job(sessions, status="cancelling", heartbeat_at=utcnow() - timedelta(seconds=settings.stale_after_s + 5))
-    assert tasks.run_job(dead) == "cancelled"
+    assert execute.run_job(dead) == "cancelled"
     assert job_row(sessions, dead).status == "cancelled"
     assert "job cancelled (its worker stopped before finishing the cancel)" in events(sessions, dead)
 
@@ -239,7 +239,7 @@ def test_cancel_during_training_stops_between_steps(world):
     long_recipe = {**RECIPE, "task": {**RECIPE["task"], "steps_per_epoch": 100_000}}
     job_id = add_job(sessions, recipe=long_recipe)
     outcome = []
-    runner = threading.Thread(target=lambda: outcome.append(tasks.run_job(job_id)))
+    runner = threading.Thread(target=lambda: outcome.append(execute.run_job(job_id)))
     runner.start()
     deadline = time.monotonic() + 60
     while job_row(sessions, job_id).progress == 0 and time.monotonic() < deadline:  # training has started
@@ -267,7 +267,7 @@ def test_a_failure_is_a_clear_message_not_a_trace(world):
         "method": {"type": "dense"},
     }
     job_id = add_job(sessions, recipe=recipe, files={"train": file_id})  # its blob was never stored
-    assert tasks.run_job(job_id) == "failed"
+    assert execute.run_job(job_id) == "failed"
     job = job_row(sessions, job_id)
     assert job.status == "failed"
     # The file is named; no trace and no server path reaches the user.
@@ -283,17 +283,17 @@ def test_a_busy_delivery_is_retried_not_dropped(world, monkeypatch):
         retries.append(kwargs)
         return RuntimeError("retry")
 
-    monkeypatch.setattr(tasks.run_job_task, "retry", fake_retry)
+    monkeypatch.setattr(execute.run_job_task, "retry", fake_retry)
     with pytest.raises(RuntimeError, match="retry"):
-        tasks.run_job_task.run(job_id)
+        execute.run_job_task.run(job_id)
     assert retries and retries[0]["countdown"] > settings.stale_after_s and retries[0]["max_retries"] is None
 
 
 def test_heartbeats_continue_while_a_step_is_slow(world, monkeypatch):
     _, sessions, _ = world
-    monkeypatch.setattr(tasks, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(execute, "HEARTBEAT_S", 0.05)
     job_id = add_job(sessions, status="running", heartbeat_at=utcnow() - timedelta(hours=1))
-    beat = tasks._Heartbeat(sessions, job_id)
+    beat = execute._Heartbeat(sessions, job_id)
     beat.start()
     import time
 
@@ -307,8 +307,8 @@ def with_settings(monkeypatch, **variables: str):
     for name, value in variables.items():
         monkeypatch.setenv(f"SPARSEQ_{name.upper()}", value)
     get_settings.cache_clear()
-    tasks._Context._cached = None
-    return tasks._Context.get()
+    execute._Context._cached = None
+    return execute._Context.get()
 
 
 def test_a_job_over_its_memory_ceiling_fails_out_of_memory_and_the_next_job_runs(world, monkeypatch):
@@ -323,13 +323,13 @@ def test_a_job_over_its_memory_ceiling_fails_out_of_memory_and_the_next_job_runs
     assert estimate(Recipe.model_validate(big)).training_memory_bytes > 4 * ceiling
     started = time.monotonic()
     too_big = add_job(sessions, recipe=big)
-    assert tasks.run_job(too_big) == "failed"
+    assert execute.run_job(too_big) == "failed"
     job = job_row(sessions, too_big)
     assert job.error["code"] == "out_of_memory", job.error
     assert f"{ceiling:,} bytes" in job.error["message"] and "smaller model.hidden_size" in job.error["message"]
     # The worker (this process) goes on: the next job runs to the end under the same ceiling.
     small = add_job(sessions)
-    assert tasks.run_job(small) == "succeeded"
+    assert execute.run_job(small) == "succeeded"
     print(f"memory drill: 2 jobs, 1 out_of_memory, 1 succeeded, {time.monotonic() - started:.1f} s")
 
 
@@ -338,7 +338,7 @@ def test_a_job_past_its_time_limit_fails_time_limit(world, monkeypatch):
     endless = {**RECIPE, "task": {**RECIPE["task"], "steps_per_epoch": 1_000_000}, "training": {"epochs": 100}}
     job_id = add_job(sessions, recipe=endless)
     started = time.monotonic()
-    assert tasks.run_job(job_id) == "failed"
+    assert execute.run_job(job_id) == "failed"
     elapsed = time.monotonic() - started
     job = job_row(sessions, job_id)
     assert job.error["code"] == "time_limit" and "8 s" in job.error["message"], job.error
@@ -352,13 +352,13 @@ def test_a_job_runs_with_a_relative_data_dir_as_make_run_has_it(tmp_path, monkey
     (tmp_path / "var").mkdir()
     monkeypatch.setenv("SPARSEQ_DATA_DIR", "var")
     get_settings.cache_clear()
-    tasks._Context._cached = None
+    execute._Context._cached = None
     try:
         upgrade(get_settings().resolved_database_url)
-        _, sessions, _ = tasks._Context.get()
+        _, sessions, _ = execute._Context.get()
         job_id = add_job(sessions)
-        assert tasks.run_job(job_id) == "succeeded", job_row(sessions, job_id).error
+        assert execute.run_job(job_id) == "succeeded", job_row(sessions, job_id).error
         assert job_row(sessions, job_id).live["step"] == 10  # the job's process reported to the same database
     finally:
-        tasks._Context._cached = None
+        execute._Context._cached = None
         get_settings.cache_clear()
