@@ -56,3 +56,15 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         rollback_and_close(session)
         raise
     commit_and_close(session)
+
+
+def ping(sessions) -> bool:
+    """The database answers a trivial query."""
+    from sqlalchemy import text
+
+    try:
+        with sessions() as session:
+            session.execute(text("select 1"))
+        return True
+    except Exception:
+        return False

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from compress import tasks
 from service.db import session_scope
 from service.errors import BadRequest, Conflict, NotFound
+from service.pagination import page
 from service.schemas import FileObject, unix
 from service.storage import BlobStore
 from service.tables import LIVE, Artifact, File, Job, utcnow
@@ -165,3 +166,10 @@ def release_blob(sessions: sessionmaker[Session], store: BlobStore, sha256: str)
             return False
         store.delete(sha256)
         return True
+
+
+def list_files(session: Session, *, owner: str, purpose: str | None, after: str | None, limit: int):
+    query = select(File).where(File.owner == owner, File.deleted_at.is_(None))
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    return page(session, query, File, owner=owner, after=after, limit=limit, render=render)

@@ -9,15 +9,17 @@ import re
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from compress import tasks
 from compress.spec import Recipe, format_validation_error
+from service import lifecycle
 from service.admission import admit
 from service.errors import BadRequest, Conflict, NotFound, Unprocessable
 from service.files import get_file, lock_files
+from service.pagination import envelope, page
 from service.schemas import (
     ArtifactObject,
     EventObject,
@@ -29,7 +31,7 @@ from service.schemas import (
     unix,
 )
 from service.settings import Settings
-from service.tables import TERMINAL, Artifact, Job, JobEvent, utcnow
+from service.tables import Artifact, Job, JobEvent
 
 log = logging.getLogger("sparseq.jobs")
 
@@ -221,25 +223,13 @@ def get_job(session: Session, *, owner: str, job_id: str) -> Job:
 
 def cancel_job(session: Session, *, owner: str, job_id: str) -> Job:
     job = get_job(session, owner=owner, job_id=job_id)
-    if job.status in ("cancelling", "cancelled"):
-        return job
-    if job.status in TERMINAL:
+    if not lifecycle.request_cancel(session, job):
         raise Conflict(f"job {job_id} has already {job.status}", param="job_id", code="job_finished")
-    if job.status == "running":
-        job.status = "cancelling"  # the worker checks between steps and finishes the cancel
-        message = "cancellation requested"
-    else:
-        job.status, job.finished_at = "cancelled", utcnow()
-        message = "job cancelled before it started"
-    session.add(JobEvent(job_id=job.id, level="info", type="message", message=message))
-    session.flush()
     return job
 
 
 def fail_unqueued(session: Session, job: Job, reason: str) -> None:
-    job.status, job.finished_at = "failed", utcnow()
-    job.error = {"code": "queue_unavailable", "message": reason}
-    session.add(JobEvent(job_id=job.id, level="error", type="message", message=reason))
+    lifecycle.finish(session, job.id, "failed", message=reason, error={"code": "queue_unavailable", "message": reason})
 
 
 def republish(queue, job_id: str) -> None:
@@ -251,3 +241,43 @@ def republish(queue, job_id: str) -> None:
             log.warning("job %s was queued without a message in the broker: published again", job_id)
     except Exception as error:
         log.warning("job %s: the broker did not answer a replay (%s); the reconciler will publish it", job_id, error)
+
+
+# -- reading ----------------------------------------------------------------------------------------------------------
+
+
+def list_jobs(session: Session, *, owner: str, status: str | None, after: str | None, limit: int):
+    query = select(Job).where(Job.owner == owner)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return page(session, query, Job, owner=owner, after=after, limit=limit, render=render)
+
+
+def list_events(session: Session, *, owner: str, job_id: str, after: str | None, limit: int):
+    """Newest first; ``after`` is an event id (``evt_...``); an empty cursor is no cursor."""
+    get_job(session, owner=owner, job_id=job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after:
+        if not after.startswith("evt_") or not after[4:].isdigit():
+            raise BadRequest(f"no event {after!r} to page after", param="after")
+        query = query.where(JobEvent.id < int(after[4:]))
+    rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
+    return envelope([render_event(e) for e in rows[:limit]], has_more=len(rows) > limit)
+
+
+def list_artifacts(session: Session, *, owner: str, job_id: str):
+    get_job(session, owner=owner, job_id=job_id)
+    rows = list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at)))
+    return envelope([render_artifact(a) for a in rows], has_more=False)
+
+
+def get_artifact(session: Session, *, owner: str, artifact_id: str) -> Artifact:
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None or artifact.owner != owner:
+        raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
+    return artifact
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    """Jobs per status over every owner (the /metrics gauge, which names no owner)."""
+    return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())

@@ -52,3 +52,19 @@ def test_every_package_of_the_tree_ships_in_the_wheel():
     }
     assert found <= listed, f"add to pyproject's [tool.setuptools] packages: {sorted(found - listed)}"
     assert "service.migrations" in listed and (ROOT / "migrations" / "env.py").exists()
+
+
+def test_route_handlers_call_the_service_layer_and_build_no_sql():
+    for module in sorted((ROOT / "service" / "routes").glob("*.py")) + sorted((ROOT / "service" / "ui").glob("*.py")):
+        source = module.read_text()
+        assert "sqlalchemy" not in source, f"{module.relative_to(ROOT)} imports SQLAlchemy: move the query to service/"
+
+
+def test_job_status_changes_live_in_the_lifecycle_module():
+    # every UPDATE of a job's status is a compare-and-set in service/lifecycle.py
+    for module in [*(ROOT / "service").rglob("*.py"), *(ROOT / "workers").rglob("*.py")]:
+        if module.name == "lifecycle.py":
+            continue
+        source = module.read_text()
+        for change in (".values(status=", "job.status = ", "job.status, "):
+            assert change not in source, f"{module.relative_to(ROOT)} changes a job's status itself ({change!r})"

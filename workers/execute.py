@@ -23,17 +23,17 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 import compress.pipeline  # noqa: F401  - import torch and the library when the worker starts, not on its first job
+from service import lifecycle
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.files import lock_blob, release_blob
 from service.queue import TASK_NAME
 from service.settings import get_settings
 from service.storage import BlobStore
-from service.tables import Artifact, Job, JobEvent, utcnow
+from service.tables import Artifact, Job, JobEvent
 from workers.celery_app import app
-from workers.reaper import ORPHAN_CANCELLED
 
 log = logging.getLogger("sparseq.worker")
 HEARTBEAT_S = 5.0
@@ -55,55 +55,9 @@ class _Context:
 
 
 def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> str:
-    """Compare-and-set queued (or a running job whose worker died) -> running. Returns what happened.
-
-    A ``cancelling`` job is cancelled here only when its worker is gone (no heartbeat, or a stale one): a live worker
-    finishes its own cancel between two steps, and a duplicate delivery must not end the job under it."""
+    """The job's compare-and-set claim (service.lifecycle.claim), in its own transaction."""
     with session_scope(sessions) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return "missing"
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return "finished"
-        stale = utcnow() - stale_after
-        if job.status == "cancelling":
-            orphaned = or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale)
-            cancelled = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "cancelling", orphaned)
-                .values(status="cancelled", finished_at=utcnow())
-                .execution_options(synchronize_session="fetch")
-            ).rowcount
-            if not cancelled:
-                return "busy"
-            message = ORPHAN_CANCELLED if job.heartbeat_at is not None else "job cancelled before it started"
-            session.add(JobEvent(job_id=job_id, level="info", type="message", message=message))
-            return "cancelled"
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .where(or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale)))
-            .values(status="running", attempts=Job.attempts + 1, started_at=utcnow(), heartbeat_at=utcnow())
-            .execution_options(synchronize_session="fetch")
-        ).rowcount
-        if not claimed:
-            return "busy"  # another worker holds it (a duplicate delivery)
-        session.refresh(job)
-        if job.attempts > max_attempts:
-            job.status, job.finished_at = "failed", utcnow()
-            job.error = {"code": "too_many_attempts", "message": f"gave up after {max_attempts} attempts"}
-            return "gave_up"
-        if job.attempts > 1:
-            session.add(
-                JobEvent(
-                    job_id=job_id,
-                    level="warning",
-                    type="message",
-                    message=f"attempt {job.attempts}: resuming after an interrupted run",
-                )
-            )
-        session.add(JobEvent(job_id=job_id, level="info", type="message", message="job started"))
-        return "claimed"
+        return lifecycle.claim(session, job_id, max_attempts=max_attempts, stale_after=stale_after)
 
 
 class _Heartbeat:
@@ -120,11 +74,7 @@ class _Heartbeat:
         while not self._stop.wait(self.interval_s):
             try:
                 with session_scope(self.sessions) as session:
-                    session.execute(
-                        update(Job)
-                        .where(Job.id == self.job_id, Job.status.in_(("running", "cancelling")))
-                        .values(heartbeat_at=utcnow())
-                    )
+                    lifecycle.beat(session, self.job_id)
             except Exception:
                 log.exception("heartbeat for %s failed", self.job_id)
 
@@ -222,22 +172,9 @@ def _materialise(store: BlobStore, sessions, job: Job, directory: Path) -> dict[
     return paths
 
 
-def _finish(sessions, job_id: str, **values) -> None:
+def _finish(sessions, job_id: str, *, status: str, **values) -> None:
     with session_scope(sessions) as session:
-        job = session.get(Job, job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return  # terminal states never change
-        for key, value in values.items():
-            setattr(job, key, value)
-        job.finished_at = utcnow()
-        session.add(
-            JobEvent(
-                job_id=job_id,
-                level="error" if values.get("status") == "failed" else "info",
-                type="message",
-                message=f"job {values.get('status')}",
-            )
-        )
+        lifecycle.finish(session, job_id, status, **values)
 
 
 Staged = tuple[Path, Path, str, int]  # (an output file, its staged copy in the store, sha256, bytes)

@@ -26,16 +26,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 
+from service import lifecycle
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.queue import QUEUE, TASK_NAME, recently_taken_job_ids, waiting_job_ids
 from service.settings import Settings, get_settings
-from service.tables import Job, JobEvent, utcnow
+from service.tables import Job
 
 log = logging.getLogger("sparseq.reaper")
 LOCK_KEY = "sparseq:reconciler"
-ORPHAN_CANCELLED = "job cancelled (its worker stopped before finishing the cancel)"
+ORPHAN_CANCELLED = lifecycle.ORPHAN_CANCELLED
 
 
 @dataclass
@@ -50,42 +51,31 @@ def round_interval_s(settings: Settings) -> float:
 
 
 def _candidates(sessions, reconcile_after_s: float, stale_after_s: float) -> tuple[list[str], list[str]]:
-    now = utcnow()
-    unclaimed, stale = now - timedelta(seconds=reconcile_after_s), now - timedelta(seconds=stale_after_s)
     with sessions() as session:
-        queued = session.scalars(select(Job.id).where(Job.status == "queued", Job.created_at < unclaimed))
-        running = session.scalars(select(Job.id).where(Job.status == "running", Job.heartbeat_at < stale))
-        return list(queued), list(running)
+        queued = lifecycle.unclaimed_queued(session, older_than=timedelta(seconds=reconcile_after_s))
+        running = lifecycle.stale_running(session, stale_after=timedelta(seconds=stale_after_s))
+        return queued, running
 
 
 def _still(sessions, job_ids: list[str], status: str, stale_after_s: float | None = None) -> list[str]:
     if not job_ids:
         return []
-    query = select(Job.id).where(Job.id.in_(job_ids), Job.status == status)
-    if stale_after_s is not None:
-        query = query.where(Job.heartbeat_at < utcnow() - timedelta(seconds=stale_after_s))
     with sessions() as session:
-        return list(session.scalars(query))
+        if status == "running":
+            return lifecycle.stale_running(session, stale_after=timedelta(seconds=stale_after_s), among=job_ids)
+        return list(session.scalars(select(Job.id).where(Job.id.in_(job_ids), Job.status == status)))
 
 
 def cancel_orphans(sessions, stale_after_s: float) -> list[str]:
-    """cancelling -> cancelled where the heartbeat is stale, each by a compare-and-set (another reconciler, or the
-    job's own worker finishing the cancel, may get there first)."""
-    stale = utcnow() - timedelta(seconds=stale_after_s)
-    orphaned = or_(Job.heartbeat_at < stale, Job.heartbeat_at.is_(None))
-    done = []
+    """cancelling -> cancelled where the heartbeat is stale, each by its own compare-and-set (another reconciler, or
+    the job's own worker finishing the cancel, may get there first)."""
+    stale_after = timedelta(seconds=stale_after_s)
     with sessions() as session:
-        found = list(session.scalars(select(Job.id).where(Job.status == "cancelling", orphaned)))
+        found = lifecycle.orphaned_cancels(session, stale_after=stale_after)
+    done = []
     for job_id in found:
         with session_scope(sessions) as session:
-            changed = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == "cancelling", orphaned)
-                .values(status="cancelled", finished_at=utcnow())
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if changed:
-                session.add(JobEvent(job_id=job_id, level="info", type="message", message=ORPHAN_CANCELLED))
+            if lifecycle.cancel_orphan(session, job_id, stale_after=stale_after):
                 done.append(job_id)
     return done
 

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from service import jobs as job_service
 from service.deps import CurrentKey, SessionDep, StoreDep
 from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
-from service.errors import NotFound
 from service.http_errors import responses
-from service.pagination import envelope
 from service.schemas import ArtifactList, ArtifactObject
-from service.tables import Artifact
 
 router = APIRouter(tags=["artifacts"])
 
@@ -27,16 +22,7 @@ router = APIRouter(tags=["artifacts"])
     responses=responses(401, 404),
 )
 def list_artifacts(job_id: str, key: CurrentKey, session: SessionDep):
-    job_service.get_job(session, owner=key.owner, job_id=job_id)
-    rows = list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.created_at)))
-    return envelope([job_service.render_artifact(a) for a in rows], has_more=False)
-
-
-def _owned_artifact(session: Session, owner: str, artifact_id: str) -> Artifact:
-    artifact = session.get(Artifact, artifact_id)
-    if artifact is None or artifact.owner != owner:
-        raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
-    return artifact
+    return job_service.list_artifacts(session, owner=key.owner, job_id=job_id)
 
 
 @router.get(
@@ -46,7 +32,7 @@ def _owned_artifact(session: Session, owner: str, artifact_id: str) -> Artifact:
     responses=responses(401, 404),
 )
 def get_artifact(artifact_id: str, key: CurrentKey, session: SessionDep):
-    return job_service.render_artifact(_owned_artifact(session, key.owner, artifact_id))
+    return job_service.render_artifact(job_service.get_artifact(session, owner=key.owner, artifact_id=artifact_id))
 
 
 @router.get(
@@ -65,7 +51,7 @@ def artifact_content(
     if_range: IfRangeHeader = None,
 ):
     """The artifact's bytes; ``X-Content-SHA256`` carries the whole artifact's digest; one ``Range`` is honoured."""
-    artifact = _owned_artifact(session, key.owner, artifact_id)
+    artifact = job_service.get_artifact(session, owner=key.owner, artifact_id=artifact_id)
     return download(
         store.path(artifact.sha256),
         filename=artifact.filename,

@@ -6,15 +6,12 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from sqlalchemy import select
 
 from service import files as file_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StoreDep
 from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
 from service.http_errors import responses
-from service.pagination import page
 from service.schemas import DeletedObject, FileList, FileObject, FilePurpose
-from service.tables import File
 from service.upload import receive_upload
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -61,10 +58,9 @@ def list_files(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     purpose: FilePurpose | None = None,
 ):
-    query = select(File).where(File.owner == key.owner, File.deleted_at.is_(None))
-    if purpose is not None:
-        query = query.where(File.purpose == purpose.value)
-    return page(session, query, File, owner=key.owner, after=after, limit=limit, render=file_service.render)
+    return file_service.list_files(
+        session, owner=key.owner, purpose=purpose.value if purpose else None, after=after, limit=limit
+    )
 
 
 @router.get("/{file_id}", response_model=FileObject, operation_id="getFile", responses=responses(401, 404))

@@ -4,15 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
 
 from service import jobs as job_service
 from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep
-from service.errors import BadRequest, ServiceUnavailable
+from service.errors import ServiceUnavailable
 from service.http_errors import responses
-from service.pagination import envelope, page
 from service.schemas import EventList, JobCreate, JobList, JobObject, JobStatus
-from service.tables import Job, JobEvent
 
 router = APIRouter(tags=["jobs"])
 REPLAY = {200: {"model": JobObject, "description": "An idempotent replay: the job this Idempotency-Key created"}}
@@ -64,10 +61,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
 ):
-    query = select(Job).where(Job.owner == key.owner)
-    if status is not None:
-        query = query.where(Job.status == status.value)
-    return page(session, query, Job, owner=key.owner, after=after, limit=limit, render=job_service.render)
+    return job_service.list_jobs(
+        session, owner=key.owner, status=status.value if status else None, after=after, limit=limit
+    )
 
 
 @router.get(
@@ -115,14 +111,7 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ):
     """Newest first. ``after`` is an event id (``evt_...``) from a previous page."""
-    job_service.get_job(session, owner=key.owner, job_id=job_id)
-    query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after:  # an empty cursor is no cursor
-        if not after.startswith("evt_") or not after[4:].isdigit():
-            raise BadRequest(f"no event {after!r} to page after", param="after")
-        query = query.where(JobEvent.id < int(after[4:]))
-    rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
-    return envelope([job_service.render_event(e) for e in rows[:limit]], has_more=len(rows) > limit)
+    return job_service.list_events(session, owner=key.owner, job_id=job_id, after=after, limit=limit)
 
 
 @router.post(

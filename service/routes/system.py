@@ -9,16 +9,17 @@ import hmac
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, select, text
 
 from compress import tasks
+from service import jobs as job_service
+from service.db import ping
 from service.deps import CurrentKey, SessionDep
 from service.errors import Unauthorized
 from service.http_errors import responses
 from service.jobs import parse_recipe
+from service.lifecycle import JOB_STATUSES
 from service.schemas import Estimate, EstimateRequest, Health, Readiness, RecipeSchema, TaskList, TaskObject
 from service.supervisor import read_worker_status
-from service.tables import JOB_STATUSES, Job
 
 router = APIRouter()  # tags per route: the estimate and the recipe schema are resources of their own
 SYSTEM = ["system"]
@@ -66,13 +67,7 @@ def healthz():
 def readyz(request: Request):
     """The database and the broker answer. Under ``sparseqd serve``, ``worker`` tells the embedded worker's state
     (running, or restarting after it died), its pid and how often it was restarted."""
-    checks = {"database": False, "broker": False}
-    try:
-        with request.app.state.sessions() as session:
-            session.execute(text("select 1"))
-        checks["database"] = True
-    except Exception:
-        pass
+    checks = {"database": ping(request.app.state.sessions), "broker": False}
     checks["broker"] = bool(request.app.state.queue.ping())
     ready = all(checks.values())
     body = {"status": "ready" if ready else "unavailable", "checks": checks}
@@ -105,7 +100,7 @@ def metrics(request: Request, session: SessionDep):
             raise Unauthorized("/metrics needs 'Authorization: Bearer <SPARSEQ_METRICS_TOKEN>'", code="invalid_token")
     registry = CollectorRegistry()
     jobs = Gauge("sparseq_jobs", "jobs by state", ["state"], registry=registry)
-    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    counts = job_service.count_by_status(session)
     for state in JOB_STATUSES:
         jobs.labels(state=state).set(counts.get(state, 0))
     depth = request.app.state.queue.depth()
