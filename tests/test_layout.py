@@ -68,3 +68,13 @@ def test_job_status_changes_live_in_the_lifecycle_module():
         source = module.read_text()
         for change in (".values(status=", "job.status = ", "job.status, "):
             assert change not in source, f"{module.relative_to(ROOT)} changes a job's status itself ({change!r})"
+
+
+def test_tests_share_helpers_through_plain_modules_only():
+    for module in (ROOT / "tests").rglob("*.py"):
+        for line in module.read_text().splitlines():
+            imported = line.strip()
+            if imported.startswith(("from tests", "import tests")):
+                assert imported.startswith(("from tests.helpers", "import tests.helpers")), (
+                    f"{module.relative_to(ROOT)} imports a test module or a conftest: {imported}"
+                )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from client import Client
-from tests.system.conftest import served
+from tests.helpers.processes import served
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.system.conftest import navigation_recipe
+from tests.helpers.processes import navigation_recipe
 
 
 def sparseq_command() -> list[str]:

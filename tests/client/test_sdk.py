@@ -10,7 +10,7 @@ import pytest
 
 from client import Client, SparseqError
 from client.sdk import safe_name
-from tests.system.conftest import free_port, navigation_recipe
+from tests.helpers.processes import free_port, navigation_recipe
 
 # -- against the service --------------------------------------------------------------------------------------------
 

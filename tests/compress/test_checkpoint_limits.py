@@ -3,7 +3,6 @@ file that lies about its sizes is refused before anything is allocated for it.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 import subprocess
@@ -14,8 +13,6 @@ import torch
 from safetensors.torch import save_file
 
 from compress.checkpoint import (
-    FORMAT,
-    FORMAT_VERSION,
     MANIFEST_KEY,
     CheckpointError,
     check_manifest,
@@ -24,41 +21,7 @@ from compress.checkpoint import (
     save_tensors,
     tensor_shapes,
 )
-
-
-def raw_safetensors(header: dict, data: bytes = b"") -> bytes:
-    """A safetensors file written by hand (the format: 8-byte little-endian header length, JSON header, data)."""
-    text = json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + data
-
-
-def lying_checkpoint(entries: int = 2_000_000_000) -> bytes:
-    """A sparseq checkpoint whose manifest says one gaps-encoded tensor of ``entries`` entries, storing one value and
-    one gap byte: what issue 12 used as init_from to kill a worker three times."""
-    value, gap = struct.pack("<f", 1.0), bytes([0])
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "tensors": {
-            "rnn.weight_hh_l0": {
-                "encoding": "gaps",
-                "shape": [entries],
-                "dtype": "float32",
-                "nnz": 1,
-                "sparsity": 1.0,
-                "sha256": {
-                    "rnn.weight_hh_l0::values": hashlib.sha256(value).hexdigest(),
-                    "rnn.weight_hh_l0::gaps": hashlib.sha256(gap).hexdigest(),
-                },
-            }
-        },
-    }
-    header = {
-        "__metadata__": {MANIFEST_KEY: json.dumps(manifest)},
-        "rnn.weight_hh_l0::gaps": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]},
-        "rnn.weight_hh_l0::values": {"dtype": "F32", "shape": [1], "data_offsets": [1, 5]},
-    }
-    return raw_safetensors(header, gap + value)
+from tests.helpers.hostile import lying_checkpoint, raw_safetensors
 
 
 def test_the_lying_checkpoint_is_refused_before_anything_is_allocated(tmp_path):

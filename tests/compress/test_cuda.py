@@ -17,7 +17,7 @@ from compress.predefined import SparseLSTM
 from compress.spec import Recipe
 from compress.synthetic import tagging_corpus, write_conll
 from compress.train import Callbacks
-from tests.compress.test_recurrent import CELLS, make_pair, run
+from tests.helpers.recurrent import CELLS, make_pair, run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

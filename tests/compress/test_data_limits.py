@@ -3,7 +3,6 @@ inflated, and a large honest archive is validated in a bounded amount of memory.
 
 from __future__ import annotations
 
-import io
 import tracemalloc
 import zipfile
 
@@ -12,27 +11,7 @@ import pytest
 
 from compress.data import CHUNK_BYTES, MAX_ARCHIVE_MEMBERS
 from compress.tasks import validate
-
-
-def npy_header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
-    return buffer.getvalue()
-
-
-def zip_bomb(path, uncompressed: int) -> None:
-    """An npz whose velocity.npy is ``uncompressed`` bytes of zeros (deflated ~1000:1), written in chunks."""
-    count = uncompressed // 8 // 2
-    zero = bytes(1 << 20)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("velocity.npy", "w", force_zip64=True) as member:
-            member.write(npy_header((1, count, 2)))
-            left = count * 2 * 8
-            while left:
-                member.write(zero[: min(left, len(zero))])
-                left -= min(left, len(zero))
-        archive.writestr("position.npy", npy_header((1, count, 2)))
-        archive.writestr("start.npy", npy_header((1, 2)) + bytes(16))
+from tests.helpers.hostile import npy_header, zip_bomb
 
 
 def test_a_zip_bomb_is_refused_from_its_headers(tmp_path):

@@ -20,9 +20,8 @@ from service import migrate
 from service.app import create_app
 from service.queue import CeleryQueue
 from service.settings import Settings
-from tests.service.factories import LIMIT, new_key, trajectories_npz, weights_safetensors
-
-SECRET = "test-secret-that-is-long-enough-0123456789"
+from tests.helpers import postgres
+from tests.helpers.api import LIMIT, SECRET, new_key, trajectories_npz, weights_safetensors
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +59,35 @@ def broker_url(broker) -> str:
     return "redis+socket://" + broker.socket_file
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    """A test marked ``databases`` runs once per database (``@pytest.mark.databases("postgresql")``: on those named);
+    every other API test runs on SQLite."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("databases")
+    kinds = (marker.args or DATABASES) if marker else ("sqlite",)
+    metafunc.parametrize("database_kind", kinds, ids=kinds if marker else [""])
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """One migrated PostgreSQL database for the session, on a throwaway cluster (skipped where none can be made)."""
+    reason = postgres.unavailable()
+    if reason:
+        pytest.skip(reason)
+    with postgres.cluster() as port, postgres.migrated_database(port) as url:
+        yield url
+
+
 @pytest.fixture
-def database_url(tmp_path) -> str:
-    """A fresh SQLite database whose schema comes only from the Alembic migrations (test_postgres overrides this)."""
+def database_url(request, tmp_path, database_kind) -> str:
+    """A database whose schema comes only from the Alembic migrations: a fresh SQLite file, or the session's
+    PostgreSQL database emptied before the test."""
+    if database_kind == "postgresql":
+        return postgres.emptied(request.getfixturevalue("postgres_database"))
     url = f"sqlite:///{tmp_path / 'sparseq.db'}"
     migrate.upgrade(url)
     return url

@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from service.tables import ApiKey, utcnow
-from tests.service.conftest import SECRET
-from tests.service.factories import error, lm_recipe, new_key
+from tests.helpers.api import SECRET, error, lm_recipe, new_key
 
 # every /v1 route, with a body it would accept, so that only the missing or bad key can be the reason for the 401
 ROUTES = [
@@ -71,6 +70,7 @@ def test_the_scheme_is_case_insensitive(app, client):
     assert client.get("/v1/files", headers={"Authorization": f"bearer {plain}"}).status_code == 200
 
 
+@pytest.mark.databases
 def test_a_revoked_key_is_401_once_the_key_cache_expires(app, client, sessions):
     """Valid keys are cached for KeyCache.ttl_s (5 s in production) so that busy clients skip an HMAC and a query:
     a revoked key stops working within that window, and a key never seen before is checked at once."""
@@ -99,6 +99,7 @@ def test_a_key_is_only_valid_under_the_secret_that_issued_it(app, make_app):
     assert response.json() == INVALID
 
 
+@pytest.mark.databases
 def test_keys_are_stored_only_as_their_hmac(app, sessions):
     plain = new_key(app, "alice", name="laptop")
     assert plain.startswith("sk_")

@@ -4,7 +4,7 @@ it died between its commit and its publish, or the broker lost the message), and
 from __future__ import annotations
 
 from service.queue import waiting_job_ids
-from tests.service.factories import broker_messages, create_job, create_job_ok
+from tests.helpers.api import broker_messages, create_job, create_job_ok
 
 
 def test_a_replay_publishes_a_queued_job_the_broker_lost_and_never_a_second_copy(client, alice, broker, train_file):

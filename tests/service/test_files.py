@@ -20,7 +20,7 @@ from service.db import session_scope
 from service.errors import Conflict
 from service.files import delete_file
 from service.tables import Artifact, File, Job
-from tests.service.factories import (
+from tests.helpers.api import (
     LIMIT,
     chunked,
     create_job_ok,
@@ -54,6 +54,7 @@ def leftovers(store) -> list:
 
 
 @pytest.mark.parametrize("purpose", ["lm_text", "tagging_conll", "trajectories", "weights"])
+@pytest.mark.databases
 def test_upload_each_purpose_is_processed_with_the_sha256_of_its_bytes(
     purpose, client, alice, store, lm_bytes, conll_bytes, npz_bytes, weights_bytes
 ):
@@ -164,6 +165,7 @@ def test_upload_stats_count_what_was_read(client, alice, lm_bytes, conll_bytes, 
         ("weights", b"this is not a safetensors file", "not a readable safetensors file"),
     ],
 )
+@pytest.mark.databases
 def test_a_bad_file_is_stored_with_status_error_naming_the_first_bad_line(purpose, content, details, client, alice):
     response = upload(client, alice, content, purpose=purpose)
 
@@ -225,6 +227,7 @@ def test_upload_one_byte_over_the_limit_is_413_while_streaming(client, alice, st
     assert blob_files(store) == []
 
 
+@pytest.mark.databases
 def test_chunked_upload_without_content_length_is_413_and_leaves_nothing(client, alice, store):
     body, content_type = multipart([("purpose", None, b"lm_text"), ("file", "big.txt", b"word\n" * (LIMIT // 4))])
     response = client.post("/v1/files", headers={**alice, "Content-Type": content_type}, content=chunked(body))
@@ -335,6 +338,7 @@ def test_a_body_that_is_not_multipart_is_400(headers, client, alice, store):
 # -- list, get, content, delete -----------------------------------------------------------------------------------
 
 
+@pytest.mark.databases
 def test_list_pages_newest_first_without_duplicates_or_gaps(client, alice, bob):
     created = [upload_ok(client, alice, f"file number {i}\n".encode())["id"] for i in range(5)]
     upload_ok(client, bob, b"bob's file\n")
@@ -408,6 +412,7 @@ def test_content_returns_the_uploaded_bytes_with_their_digest(client, alice, npz
     assert 'filename="paths.npz"' in response.headers["content-disposition"]
 
 
+@pytest.mark.databases
 def test_delete_then_everything_is_404_and_the_blob_is_gone(client, alice, store, lm_bytes):
     created = upload_ok(client, alice, lm_bytes)
     file_id = created["id"]
@@ -458,6 +463,7 @@ def test_deleting_one_of_two_identical_uploads_keeps_the_shared_blob(client, ali
     assert response.content == lm_bytes
 
 
+@pytest.mark.databases
 def test_delete_is_refused_while_a_queued_job_uses_the_file(client, alice, train_file):
     file_id = train_file["id"]
     job = create_job_ok(client, alice, file_id)
@@ -473,6 +479,7 @@ def test_delete_is_refused_while_a_queued_job_uses_the_file(client, alice, train
     assert client.delete(f"/v1/files/{file_id}", headers=alice).status_code == 200
 
 
+@pytest.mark.databases
 def test_a_delete_during_a_job_creation_waits_for_it_and_is_refused(
     client, alice, train_file, sessions, store, monkeypatch
 ):
@@ -506,6 +513,7 @@ def test_a_delete_during_a_job_creation_waits_for_it_and_is_refused(
     assert store.path(train_file["sha256"]).exists()
 
 
+@pytest.mark.databases
 def test_an_upload_of_the_same_bytes_during_a_blob_release_keeps_its_content(
     client, alice, sessions, store, lm_bytes, monkeypatch
 ):
@@ -537,6 +545,7 @@ def test_an_upload_of_the_same_bytes_during_a_blob_release_keeps_its_content(
     assert content.content == lm_bytes
 
 
+@pytest.mark.databases
 def test_an_artifact_of_the_same_bytes_during_a_blob_release_keeps_its_content(sessions, store, tmp_path, monkeypatch):
     """The worker's side of the blob lock: a deleted file's blob is being released when a job records an artifact
     with the same bytes. The artifact must wait and place the bytes again. (On SQLite the recording's own writes wait
@@ -582,6 +591,7 @@ def test_an_upload_whose_blob_lock_fails_leaves_nothing_staged(app, alice, store
     assert leftovers(store) == [] and blob_files(store) == []
 
 
+@pytest.mark.databases
 def test_another_owner_gets_404_on_every_file_route(client, alice, bob, lm_bytes):
     created = upload_ok(client, alice, lm_bytes)
     file_id = created["id"]

@@ -7,8 +7,7 @@ import hashlib
 
 import pytest
 
-from tests.service.factories import create_job_ok, error, lm_recipe, upload_ok
-from tests.service.test_jobs import add_artifact
+from tests.helpers.api import add_artifact, create_job_ok, error, lm_recipe, upload_ok
 
 DATA = bytes(range(256)) * 40  # 10240 bytes, each position distinguishable modulo 256
 

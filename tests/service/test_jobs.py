@@ -17,8 +17,9 @@ from sqlalchemy import event, select
 
 from service.auth import KeyCache
 from service.queue import CeleryQueue
-from service.tables import Artifact, Job, JobEvent, utcnow
-from tests.service.factories import (
+from service.tables import Job, JobEvent, utcnow
+from tests.helpers.api import (
+    add_artifact,
     broker_messages,
     changed,
     create_job,
@@ -40,6 +41,7 @@ def set_status(sessions, job_id: str, status: str) -> None:
 # -- create -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.databases
 def test_create_commits_a_queued_job_and_puts_exactly_one_message_on_the_broker(client, alice, broker, train_file):
     response = create_job(client, alice, train_file["id"])
 
@@ -170,6 +172,7 @@ def test_text_weights_without_their_vocabulary_are_refused(client, alice, broker
         ),
     ],
 )
+@pytest.mark.databases
 def test_recipe_errors_are_422_naming_the_field(path, value, param, message, client, alice, broker, train_file):
     response = create_job(client, alice, train_file["id"], recipe=changed(lm_recipe(), path, value))
 
@@ -274,6 +277,7 @@ def test_init_from_another_owners_weights_is_404(client, alice, bob, train_file,
 # -- idempotency --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.databases
 def test_same_idempotency_key_and_body_returns_the_same_job_once(client, alice, broker, train_file):
     first = create_job(client, alice, train_file["id"], key="retry-1")
     second = create_job(client, alice, train_file["id"], key="retry-1")
@@ -298,6 +302,7 @@ def test_the_same_body_with_keys_in_another_order_is_the_same_request(client, al
     assert broker.llen("jobs") == 1
 
 
+@pytest.mark.databases
 def test_same_idempotency_key_with_another_body_is_409(client, alice, broker, train_file):
     first = create_job_ok(client, alice, train_file["id"], key="retry-1")
     other = lm_recipe(**{"training.epochs": 2})
@@ -327,6 +332,7 @@ def test_without_an_idempotency_key_each_post_is_a_new_job(client, alice, broker
     assert broker.llen("jobs") == 2
 
 
+@pytest.mark.databases
 def test_concurrent_posts_with_one_idempotency_key_make_one_job(app, alice, broker, train_file):
     """The unique (owner, idempotency_key) constraint settles a race that the first lookup cannot see."""
     barrier, results = threading.Barrier(6), []
@@ -383,6 +389,7 @@ def test_concurrent_polls_share_one_key_lookup_and_one_read(app, client, alice):
     assert sorted(selects) == ["api_keys", "jobs"]
 
 
+@pytest.mark.databases
 def test_list_filters_by_status_and_pages_newest_first(client, alice, bob, train_file, lm_bytes):
     ids = [create_job_ok(client, alice, train_file["id"])["id"] for _ in range(4)]
     create_job_ok(client, bob, upload_ok(client, bob, lm_bytes)["id"])
@@ -417,6 +424,7 @@ def test_list_rejects_an_unknown_status(client, alice):
 # -- cancel -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.databases
 def test_cancel_a_queued_job_is_idempotent(client, alice, train_file):
     job = create_job_ok(client, alice, train_file["id"])
 
@@ -444,6 +452,7 @@ def test_cancel_a_running_job_asks_the_worker(client, alice, sessions, train_fil
 
 
 @pytest.mark.parametrize("finished", ["succeeded", "failed"])
+@pytest.mark.databases
 def test_cancel_a_finished_job_is_409(finished, client, alice, sessions, train_file):
     job = create_job_ok(client, alice, train_file["id"])
     set_status(sessions, job["id"], finished)
@@ -457,6 +466,7 @@ def test_cancel_a_finished_job_is_409(finished, client, alice, sessions, train_f
 # -- events -------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.databases
 def test_events_page_newest_first(client, alice, sessions, train_file):
     job = create_job_ok(client, alice, train_file["id"])
     with sessions() as session:
@@ -506,15 +516,6 @@ def test_a_malformed_event_cursor_is_400_like_other_lists(client, alice, train_f
 # -- artifacts ----------------------------------------------------------------------------------------------------
 
 
-def add_artifact(sessions, store, job_id: str, owner: str, data: bytes, filename: str = "model.safetensors") -> str:
-    sha, size = store.put_chunks([data])
-    with sessions() as session:
-        artifact = Artifact(job_id=job_id, owner=owner, kind="checkpoint", filename=filename, bytes=size, sha256=sha)
-        session.add(artifact)
-        session.commit()
-        return artifact.id
-
-
 def test_a_new_job_has_no_artifacts(client, alice, train_file):
     job = create_job_ok(client, alice, train_file["id"])
     response = client.get(f"/v1/jobs/{job['id']}/artifacts", headers=alice)
@@ -522,6 +523,7 @@ def test_a_new_job_has_no_artifacts(client, alice, train_file):
     assert response.json() == {"object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None}
 
 
+@pytest.mark.databases
 def test_an_artifact_downloads_whole_and_by_range(client, alice, sessions, store, train_file):
     job = create_job_ok(client, alice, train_file["id"])
     data = bytes(range(256)) * 40
@@ -557,6 +559,7 @@ def test_an_unknown_artifact_is_404(client, alice):
         assert response.json() == error("not_found", "no artifact 'art_nope'", "artifact_id")
 
 
+@pytest.mark.databases
 def test_another_owner_gets_404_on_every_job_route(client, alice, bob, sessions, store, train_file):
     job = create_job_ok(client, alice, train_file["id"])
     artifact_id = add_artifact(sessions, store, job["id"], "alice", b"weights" * 10)
@@ -581,6 +584,7 @@ def test_another_owner_gets_404_on_every_job_route(client, alice, bob, sessions,
 # -- the broker is down -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.databases
 def test_broker_down_is_503_quickly_and_the_job_is_failed_not_left_queued(make_app, tmp_path, lm_bytes):
     app = make_app(queue=CeleryQueue(f"redis+socket://{tmp_path / 'no-such-broker.sock'}"))
     alice = {"Authorization": f"Bearer {new_key(app, 'alice')}"}

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from service.cli import main
 from service.settings import get_settings
-from tests.service.factories import new_key
+from tests.helpers.api import new_key
 
 
 @pytest.fixture

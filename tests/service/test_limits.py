@@ -6,9 +6,8 @@ import re
 
 import pytest
 
-from tests.compress.test_checkpoint_limits import lying_checkpoint
-from tests.compress.test_data_limits import zip_bomb
-from tests.service.factories import upload
+from tests.helpers.api import upload
+from tests.helpers.hostile import lying_checkpoint, zip_bomb
 
 ADDING = {
     "task": {"type": "adding", "sequence_length": 8, "steps_per_epoch": 5},
@@ -73,7 +72,7 @@ def test_training_memory_and_work_limits_name_their_field(client, alice):
 def test_the_work_of_a_text_job_is_its_file_s_tokens_times_epochs_times_runs(make_app, lm_bytes):
     from fastapi.testclient import TestClient
 
-    from tests.service.factories import lm_recipe, new_key
+    from tests.helpers.api import lm_recipe, new_key
 
     tokens = sum(len(line.split()) for line in lm_bytes.decode().splitlines())
     app = make_app(max_work_tokens=tokens * 3 - 1)  # two runs of one epoch fit, three do not
@@ -92,7 +91,7 @@ def test_the_work_of_a_text_job_is_its_file_s_tokens_times_epochs_times_runs(mak
 def test_a_time_budget_beyond_the_job_time_limit_is_refused(make_app):
     from fastapi.testclient import TestClient
 
-    from tests.service.factories import new_key
+    from tests.helpers.api import new_key
 
     app = make_app(job_time_limit_s=600)
     headers = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
@@ -150,7 +149,7 @@ def test_the_lying_checkpoint_is_stored_as_an_invalid_weights_file(client, alice
 def test_job_creation_is_rate_limited_per_key_with_retry_after(make_app):
     from fastapi.testclient import TestClient
 
-    from tests.service.factories import new_key
+    from tests.helpers.api import new_key
 
     app = make_app(rate_limit_jobs="3/minute", rate_limit_storage_url="memory://")
     alice = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
@@ -173,7 +172,7 @@ def test_uploads_are_limited_in_the_broker_s_redis_shared_by_api_processes(make_
     """Two apps on one Redis are two API processes: the count is the key's, wherever its requests land."""
     from fastapi.testclient import TestClient
 
-    from tests.service.factories import new_key
+    from tests.helpers.api import new_key
 
     first, second = make_app(rate_limit_uploads="2/hour"), make_app(rate_limit_uploads="2/hour")
     headers = {"Authorization": f"Bearer {new_key(first, 'alice')}"}
@@ -186,7 +185,7 @@ def test_uploads_are_limited_in_the_broker_s_redis_shared_by_api_processes(make_
 def test_estimates_are_limited_too(make_app):
     from fastapi.testclient import TestClient
 
-    from tests.service.factories import new_key
+    from tests.helpers.api import new_key
 
     app = make_app(rate_limit_estimates="2/minute", rate_limit_storage_url="memory://")
     headers = {"Authorization": f"Bearer {new_key(app, 'alice')}"}
@@ -210,7 +209,7 @@ def test_a_request_without_a_key_is_answered_by_the_route_not_the_limit(make_app
 def test_metrics_carry_no_per_tenant_detail_and_can_require_their_own_token(make_app, lm_bytes):
     from fastapi.testclient import TestClient
 
-    from tests.service.factories import new_key
+    from tests.helpers.api import new_key
 
     app = make_app(metrics_token="metrics-token-for-the-scraper")
     alice = {"Authorization": f"Bearer {new_key(app, 'alice-owner')}"}
@@ -235,7 +234,7 @@ def test_a_file_deleted_while_its_content_is_requested_is_a_404_not_a_500(app, a
     from fastapi.testclient import TestClient
 
     from service import files as file_service
-    from tests.service.factories import upload_ok
+    from tests.helpers.api import upload_ok
 
     with TestClient(app, raise_server_exceptions=False) as client:
         created = upload_ok(client, alice, lm_bytes)

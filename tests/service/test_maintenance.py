@@ -8,12 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from service.db import session_scope
 from service.files import delete_file
 from service.maintenance import collect
 from service.storage import BlobStore
 from service.tables import Artifact, Job
-from tests.service.factories import upload_ok
+from tests.helpers.api import upload_ok
 
 RECIPE = {"task": {"type": "adding"}}
 
@@ -26,6 +28,7 @@ def add_job(sessions, status: str) -> str:
         return job.id
 
 
+@pytest.mark.databases
 def test_only_blobs_nothing_refers_to_are_removed(client, alice, sessions, store, lm_bytes, tmp_path):
     listed = upload_ok(client, alice, lm_bytes)
     deleted = upload_ok(client, alice, b"deleted, and its release never ran\n")

@@ -19,7 +19,7 @@ from compress.spec import Recipe, recipe_json_schema
 from service.openapi import REGENERATE, TAGS, render
 from service.openapi import document as build_document
 from service.tables import JOB_STATUSES
-from tests.service.factories import lm_recipe
+from tests.helpers.api import lm_recipe
 from workers.execute import ARTIFACT_KINDS
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "openapi.json"
@@ -321,8 +321,7 @@ def test_every_answer_is_a_declared_status_with_a_body_of_the_declared_schema(
     not), and every answer checked against the document: the status is declared, the content type is the declared
     one, a JSON body validates against the declared schema (jsonschema over the document's components)."""
     from service.tables import Job
-    from tests.service.factories import LIMIT, create_job_ok, upload, upload_ok
-    from tests.service.test_jobs import add_artifact
+    from tests.helpers.api import LIMIT, add_artifact, create_job_ok, upload, upload_ok
 
     spare = upload_ok(client, alice, b"a spare file\n")
     job = create_job_ok(client, alice, train_file["id"], key="contract")

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from compress.pipeline import build_model
 from compress.spec import Recipe
-from tests.service.factories import create_job_ok, error, lm_recipe
+from tests.helpers.api import create_job_ok, error, lm_recipe
 
 
 def test_healthz(client):
@@ -22,6 +22,7 @@ def test_healthz(client):
     assert response.json() == {"status": "ok"}
 
 
+@pytest.mark.databases
 def test_readyz_with_the_real_broker(client):
     response = client.get("/readyz")
     assert response.status_code == 200
@@ -37,6 +38,7 @@ def samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
+@pytest.mark.databases
 def test_metrics_counts_jobs_by_state_queue_depth_and_latency(client, alice, broker, train_file):
     ids = [create_job_ok(client, alice, train_file["id"])["id"] for _ in range(3)]
     client.post(f"/v1/jobs/{ids[0]}/cancel", headers=alice)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.schemas import JobObject
 from service.tables import Job
 from service.ui import views
-from tests.service.factories import LIMIT, create_job_ok, lm_recipe, new_key
+from tests.helpers.api import LIMIT, create_job_ok, lm_recipe, new_key
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.system.browser import Screenshots, requests_made, require_browser, start_chromium, wait_for
-from tests.system.conftest import LM_RECIPE, TERMINAL, navigation_recipe, process_env, served, sparseqd
+from tests.helpers.browser import Screenshots, requests_made, require_browser, start_chromium, wait_for
+from tests.helpers.processes import LM_RECIPE, TERMINAL, navigation_recipe, process_env, served, sparseqd
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

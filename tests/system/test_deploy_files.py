@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.system.conftest import ROOT, which_outside_venv
+from tests.helpers.processes import ROOT, which_outside_venv
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.system.conftest import Process, Server, alive, navigation_recipe, process_env, sparseqd
+from tests.helpers.processes import Process, Server, alive, navigation_recipe, process_env, sparseqd
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

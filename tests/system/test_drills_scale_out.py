@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from service.queue import waiting_job_ids
-from tests.system.conftest import (
+from tests.helpers.processes import (
     TERMINAL,
     Process,
     alive,

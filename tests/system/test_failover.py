@@ -28,7 +28,7 @@ import pytest
 import redis
 
 import compress
-from tests.system.conftest import (
+from tests.helpers.processes import (
     Process,
     alive,
     navigation_recipe,

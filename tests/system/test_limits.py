@@ -15,10 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from tests.compress.test_checkpoint_limits import lying_checkpoint
-from tests.compress.test_data_limits import zip_bomb
-from tests.service.factories import trajectories_npz
-from tests.system.conftest import Server, alive, process_env, sparseqd
+from tests.helpers.api import trajectories_npz
+from tests.helpers.hostile import lying_checkpoint, zip_bomb
+from tests.helpers.processes import Server, alive, process_env, sparseqd
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -14,15 +14,8 @@ import psycopg
 import pytest
 import redis
 
-from tests.system.conftest import (
-    LM_RECIPE,
-    check_language_model_job,
-    free_port,
-    process_env,
-    redis_binary,
-    start_redis,
-    which_outside_venv,
-)
+from tests.helpers.checks import check_language_model_job
+from tests.helpers.processes import LM_RECIPE, free_port, process_env, redis_binary, start_redis, which_outside_venv
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -11,15 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.system.conftest import (
-    LM_RECIPE,
-    alive,
-    assert_ran_through,
-    check_language_model_job,
-    checkpoint_of,
-    navigation_recipe,
-    served,
-)
+from tests.helpers.checks import assert_ran_through, check_language_model_job, checkpoint_of
+from tests.helpers.processes import LM_RECIPE, alive, navigation_recipe, served
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from service.tables import Artifact
+
 LIMIT = 256 * 1024  # max_upload_bytes of the test app: big enough for the PTB slice, small enough to overflow cheaply
 
 
@@ -135,3 +137,15 @@ def broker_messages(server) -> list[dict[str, Any]]:
         args, kwargs, _ = json.loads(body)
         messages.append({"task": envelope["headers"]["task"], "args": args, "kwargs": kwargs})
     return messages
+
+
+SECRET = "test-secret-that-is-long-enough-0123456789"
+
+
+def add_artifact(sessions, store, job_id: str, owner: str, data: bytes, filename: str = "model.safetensors") -> str:
+    sha, size = store.put_chunks([data])
+    with sessions() as session:
+        artifact = Artifact(job_id=job_id, owner=owner, kind="checkpoint", filename=filename, bytes=size, sha256=sha)
+        session.add(artifact)
+        session.commit()
+        return artifact.id
