@@ -32,7 +32,9 @@ COPY compress ./compress
 COPY service ./service
 COPY workers ./workers
 COPY client ./client
-# The Alembic scripts ship inside the service package (service/migrations), so a plain install carries them.
+COPY migrations ./migrations
+# The Alembic scripts (migrations/) ship inside the service package as service/migrations, so a plain install
+# carries them.
 RUN pip install .
 
 USER 10001:10001

@@ -22,8 +22,6 @@ import httpx
 
 from client.sdk import TERMINAL, Client, SparseqError, safe_name
 
-PURPOSES = ("lm_text", "tagging_conll", "trajectories", "weights", "vocabulary")
-
 
 class UsageError(Exception):
     pass
@@ -202,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
         elif command == ("jobs", "download"):
             for path in sparseq.download_artifacts(args.id, args.dir, overwrite=args.force):
                 print(path)
+        elif command == ("tasks", None):
+            listing = sparseq.tasks()
+            show_lines(iter(listing["data"]))
+            print("purposes: " + ", ".join(listing["purposes"]), file=sys.stderr)
         elif command == ("estimate", None):
             show(sparseq.estimate(load_recipe(args.recipe), vocab_size=args.vocab_size, num_tags=args.num_tags))
     return 0
@@ -219,9 +221,9 @@ def parser() -> argparse.ArgumentParser:
     commands = files.add_subparsers(dest="command", required=True)
     upload = commands.add_parser("upload", help="stream a file to the service")
     upload.add_argument("path")
-    upload.add_argument("--purpose", required=True, choices=PURPOSES)
+    upload.add_argument("--purpose", required=True, help="what the file is for: `sparseq tasks` lists the purposes")
     listing = commands.add_parser("list", help="every file, newest first, one JSON object per line")
-    listing.add_argument("--purpose", choices=PURPOSES)
+    listing.add_argument("--purpose", help="only files of this purpose")
     for name in ("get", "delete"):
         commands.add_parser(name).add_argument("id")
     download = commands.add_parser("download", help="a file's bytes, checked against its sha256")
@@ -248,6 +250,9 @@ def parser() -> argparse.ArgumentParser:
     download.add_argument("id")
     download.add_argument("-d", "--dir", default=".", help="default: the current directory")
     download.add_argument("--force", action="store_true", help="replace existing files")
+
+    tasks = groups.add_parser("tasks", help="the tasks a recipe can name, the files each takes, every upload purpose")
+    tasks.set_defaults(command=None)
 
     estimate = groups.add_parser("estimate", help="parameters, checkpoint size, FLOPs and memory of a recipe")
     estimate.add_argument("recipe")

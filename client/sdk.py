@@ -307,5 +307,9 @@ class Client:
         body = {k: v for k, v in body.items() if v is not None}
         return _json(self._request("POST", "/v1/estimate", json=body, retry_statuses=RETRY_STATUSES))
 
+    def tasks(self) -> Object:
+        """The tasks a recipe can name (metric, data roles and the purpose each needs) and every upload purpose."""
+        return self._get("/v1/tasks")
+
     def recipe_schema(self) -> Object:
         return self._get("/v1/schemas/recipe")

@@ -109,3 +109,17 @@ def test_refusals_are_one_line_on_stderr_without_a_traceback(server, tmp_path):
     assert no_such_file.returncode == 1 and "absent.txt" in no_such_file.stderr
     for result in (wrong_key, no_key, pasted, bad_recipe, bad_role, no_such_file):
         assert "Traceback" not in result.stderr
+
+
+def test_the_cli_learns_tasks_and_purposes_from_the_api(server, tmp_path):
+    listed = run("tasks", server=server)
+    assert listed.returncode == 0, listed.stderr
+    tasks = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [t["type"] for t in tasks] == ["language_model", "sequence_tagging", "navigation", "adding"]
+    assert tasks[2]["roles"]["train"]["purpose"] == "trajectories"
+    assert listed.stderr == "purposes: lm_text, tagging_conll, trajectories, weights, vocabulary\n"
+    # a purpose the service does not know is refused by the service, which names the ones it knows
+    path = tmp_path / "notes.txt"
+    path.write_text("a b c\n")
+    refused = run("files", "upload", str(path), "--purpose", "poetry", server=server)
+    assert refused.returncode == 1 and "lm_text" in refused.stderr and "Traceback" not in refused.stderr
