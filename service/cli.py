@@ -79,11 +79,11 @@ def _keys(args: argparse.Namespace) -> None:
 def _collect_garbage(dry_run: bool, temporary_age_s: float) -> str:
     from service.db import make_engine, make_sessionmaker
     from service.maintenance import collect
-    from service.storage import BlobStore
+    from service.storage import open_store
 
     settings = get_settings()
     sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
-    store = BlobStore(settings.resolved_blob_dir)
+    store = open_store(settings)
     collected = collect(sessions, store, settings.data_dir / "work", temporary_age_s=temporary_age_s, dry_run=dry_run)
     return collected.describe(dry_run)
 

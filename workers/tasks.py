@@ -31,7 +31,7 @@ from service.files import lock_blob, release_blob
 from service.models import Artifact, Job, JobEvent, utcnow
 from service.queue import TASK_NAME
 from service.settings import get_settings
-from service.storage import BlobStore
+from service.storage import BlobStore, open_store
 from workers.celery_app import app
 from workers.reaper import ORPHAN_CANCELLED
 
@@ -50,7 +50,7 @@ class _Context:
         if cls._cached is None:
             settings = get_settings()
             engine = make_engine(settings.resolved_database_url)
-            cls._cached = (settings, make_sessionmaker(engine), BlobStore(settings.resolved_blob_dir))
+            cls._cached = (settings, make_sessionmaker(engine), open_store(settings))
         return cls._cached
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from service import jobs as job_service
 from service.deps import CurrentKey, SessionDep, StoreDep
-from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
+from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download_blob
 from service.errors import NotFound, responses
 from service.models import Artifact
 from service.pagination import envelope
@@ -65,10 +65,4 @@ def artifact_content(
 ):
     """The artifact's bytes; ``X-Content-SHA256`` carries the whole artifact's digest; one ``Range`` is honoured."""
     artifact = _owned_artifact(session, key.owner, artifact_id)
-    return download(
-        store.path(artifact.sha256),
-        filename=artifact.filename,
-        sha256=artifact.sha256,
-        byte_range=byte_range,
-        if_range=if_range,
-    )
+    return download_blob(store, artifact.sha256, filename=artifact.filename, byte_range=byte_range, if_range=if_range)
