@@ -54,6 +54,19 @@ class _Context:
         return cls._cached
 
 
+def placement() -> dict[str, str]:
+    """Which worker and device this process is: ``hostname/pid`` and ``cuda:N`` (SPARSEQ_WORKER_DEVICE, set by
+    ``sparseqd worker --gpus``, else the first visible GPU) or ``cpu``."""
+    import socket
+
+    device = os.environ.get("SPARSEQ_WORKER_DEVICE")
+    if not device:
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    return {"worker": f"{socket.gethostname()}/{os.getpid()}", "device": device}
+
+
 def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> str:
     """Compare-and-set queued (or a running job whose worker died) -> running. Returns what happened.
 
@@ -83,7 +96,9 @@ def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> s
             update(Job)
             .where(Job.id == job_id)
             .where(or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale)))
-            .values(status="running", attempts=Job.attempts + 1, started_at=utcnow(), heartbeat_at=utcnow())
+            .values(
+                status="running", attempts=Job.attempts + 1, started_at=utcnow(), heartbeat_at=utcnow(), **placement()
+            )
             .execution_options(synchronize_session="fetch")
         ).rowcount
         if not claimed:
