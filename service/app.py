@@ -17,7 +17,7 @@ from service.queue import CeleryQueue
 from service.ratelimit import RateLimitMiddleware, RateLimits
 from service.routes import artifacts, files, jobs, system
 from service.settings import Settings, get_settings
-from service.storage import BlobStore
+from service.storage import open_store
 
 
 class LatencyMiddleware:
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = make_sessionmaker(engine)
-    app.state.store = BlobStore(settings.resolved_blob_dir)
+    app.state.store = open_store(settings)
     app.state.queue = queue or CeleryQueue(settings.resolved_broker_url)
     app.state.metrics_registry = CollectorRegistry()
     latency = Histogram(

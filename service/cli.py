@@ -79,11 +79,11 @@ def _keys(args: argparse.Namespace) -> None:
 def _collect_garbage(dry_run: bool, temporary_age_s: float) -> str:
     from service.db import make_engine, make_sessionmaker
     from service.maintenance import collect
-    from service.storage import BlobStore
+    from service.storage import open_store
 
     settings = get_settings()
     sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
-    store = BlobStore(settings.resolved_blob_dir)
+    store = open_store(settings)
     collected = collect(sessions, store, settings.data_dir / "work", temporary_age_s=temporary_age_s, dry_run=dry_run)
     return collected.describe(dry_run)
 
@@ -188,6 +188,18 @@ def main(argv: list[str] | None = None) -> None:
                 default=1,
                 help="API processes (default 1); polled jobs and valid keys are cached per process",
             )
+        if name == "worker":
+            sub.add_argument(
+                "--gpus",
+                help="'all' or a list like 0,1: one worker process per GPU, pinned with CUDA_VISIBLE_DEVICES "
+                "(default: one worker on whatever devices it sees). 'all' on a machine without a GPU is an error",
+            )
+            sub.add_argument(
+                "--concurrency-per-gpu",
+                type=_positive,
+                default=None,
+                help="worker processes per GPU (default 1, or SPARSEQ_WORKER_CONCURRENCY_PER_GPU); each runs one job",
+            )
         if name == "gc":
             sub.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
             sub.add_argument(
@@ -238,7 +250,58 @@ def main(argv: list[str] | None = None) -> None:
         print("database at the newest schema")
     else:
         _configure(args)
-        os.execv(sys.executable, worker_command())
+        if args.gpus is None:
+            os.execv(sys.executable, worker_command())
+        per_gpu = args.concurrency_per_gpu or int(os.environ.get("SPARSEQ_WORKER_CONCURRENCY_PER_GPU", "1"))
+        sys.exit(run_gpu_workers(parse_gpus(args.gpus), per_gpu))
+
+
+def parse_gpus(value: str, count: int | None = None) -> list[int]:
+    """'all' -> every GPU this machine has (an error when it has none); '0,1' -> those. Exits with a message."""
+    if value.strip() == "all":
+        if count is None:
+            import torch
+
+            count = torch.cuda.device_count()
+        if count == 0:
+            sys.exit(
+                "sparseqd worker --gpus all: this machine has no GPU that CUDA can see; run `sparseqd worker` "
+                "(without --gpus) for one CPU worker"
+            )
+        return list(range(count))
+    try:
+        gpus = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        sys.exit(f"sparseqd worker --gpus: expected 'all' or GPU numbers like 0,1, got {value!r}")
+    if not gpus or any(gpu < 0 for gpu in gpus) or len(set(gpus)) != len(gpus):
+        sys.exit(f"sparseqd worker --gpus: expected 'all' or distinct GPU numbers like 0,1, got {value!r}")
+    return gpus
+
+
+def run_gpu_workers(gpus: list[int], per_gpu: int) -> int:
+    """One Celery worker process per GPU (``per_gpu`` of them each), each seeing only its GPU; waits for them all and
+    passes SIGTERM/SIGINT on (a warm shutdown of each). Returns the first non-zero exit status, else 0."""
+    import signal
+    import socket
+    import subprocess
+
+    children = []
+    for gpu in gpus:
+        for slot in range(per_gpu):
+            env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu), "SPARSEQ_WORKER_DEVICE": f"cuda:{gpu}"}
+            command = [*worker_command(), "-n", f"gpu{gpu}-{slot}@{socket.gethostname()}"]
+            children.append(subprocess.Popen(command, env=env))
+    print(f"sparseqd worker: {len(children)} worker processes on GPUs {gpus} ({per_gpu} per GPU)", flush=True)
+
+    def forward(signum, _frame):
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return next((code for code in codes if code), 0)
 
 
 if __name__ == "__main__":

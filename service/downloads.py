@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import Header
 from pydantic import WithJsonSchema
-from starlette.responses import FileResponse, MalformedRangeHeader
+from starlette.responses import FileResponse, MalformedRangeHeader, StreamingResponse
 from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
 
 from service.errors import BadRequest, RangeNotSatisfiable
+from service.storage import BlobStore, S3BlobStore
 
 MEDIA_TYPE = "application/octet-stream"
 SHA256_HEADER = "X-Content-SHA256"
@@ -78,3 +80,39 @@ def download(path: Path, *, filename: str, sha256: str, byte_range: str | None, 
             headers={"Content-Range": f"bytes */{size}"},
         ) from None
     return response
+
+
+def download_blob(
+    store: BlobStore, sha256: str, *, filename: str, byte_range: str | None, if_range: str | None
+) -> FileResponse | StreamingResponse:
+    """The response for a stored blob: a local one as :func:`download`; an S3 one streamed from the bucket, a range as
+    S3's own Range GET (the bytes never pass through a local file). Raises FileNotFoundError when it is not stored."""
+    if not isinstance(store, S3BlobStore):
+        return download(store.path(sha256), filename=filename, sha256=sha256, byte_range=byte_range, if_range=if_range)
+    size = store.size(sha256)
+    if size is None:
+        raise FileNotFoundError(sha256)
+    etag = f'"{sha256}"'  # content-addressed: the digest names this version for good
+    quoted = quote(filename)
+    disposition = f'attachment; filename="{filename}"'
+    if quoted != filename:
+        disposition = f"attachment; filename*=utf-8''{quoted}"
+    headers = {SHA256_HEADER: sha256, "ETag": etag, "Accept-Ranges": "bytes", "Content-Disposition": disposition}
+    start, end, status = 0, size, 200
+    if byte_range is not None and (if_range is None or if_range == etag):
+        try:
+            ranges = _OneRange._parse_range_header(byte_range, size)
+        except MalformedRangeHeader as error:
+            raise BadRequest(f"{error.content} (got {byte_range!r})", param="Range", code="invalid_range") from None
+        except UnsatisfiableRange:
+            raise RangeNotSatisfiable(
+                f"the range {byte_range!r} starts past the end of the content ({size} bytes)",
+                param="Range",
+                headers={"Content-Range": f"bytes */{size}"},
+            ) from None
+        if ranges:
+            (start, end), status = ranges[0], 206
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    chunks = store.open_range(sha256, start, end) if end > start else iter(())
+    return StreamingResponse(chunks, status_code=status, media_type=MEDIA_TYPE, headers=headers)

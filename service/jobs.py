@@ -48,6 +48,8 @@ def render(job: Job) -> JobObject:
         warnings=[JobWarning(**w) for w in job.warnings or []],
         live=JobLive(**job.live) if job.live else None,
         attempts=job.attempts,
+        worker=job.worker,
+        device=job.device,
         created_at=unix(job.created_at),
         started_at=unix(job.started_at),
         finished_at=unix(job.finished_at),

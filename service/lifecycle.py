@@ -42,9 +42,17 @@ def _orphaned(stale_after: timedelta):
     return or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < utcnow() - stale_after)
 
 
-def claim(session: Session, job_id: str, *, max_attempts: int, stale_after: timedelta) -> str:
-    """queued (or running with a stale heartbeat) -> running. Returns "claimed", "busy" (another worker holds it),
-    "finished", "missing", "cancelled" (a cancelling job whose worker is gone) or "gave_up" (too many attempts)."""
+def claim(
+    session: Session,
+    job_id: str,
+    *,
+    max_attempts: int,
+    stale_after: timedelta,
+    placement: dict[str, str] | None = None,
+) -> str:
+    """queued (or running with a stale heartbeat) -> running, recording ``placement`` (the worker and device that
+    took it). Returns "claimed", "busy" (another worker holds it), "finished", "missing", "cancelled" (a cancelling
+    job whose worker is gone) or "gave_up" (too many attempts)."""
     job = session.get(Job, job_id)
     if job is None:
         return "missing"
@@ -57,7 +65,9 @@ def claim(session: Session, job_id: str, *, max_attempts: int, stale_after: time
         update(Job)
         .where(Job.id == job_id)
         .where(or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale)))
-        .values(status="running", attempts=Job.attempts + 1, started_at=utcnow(), heartbeat_at=utcnow())
+        .values(
+            status="running", attempts=Job.attempts + 1, started_at=utcnow(), heartbeat_at=utcnow(), **(placement or {})
+        )
         .execution_options(synchronize_session="fetch")
     ).rowcount
     if not claimed:

@@ -31,12 +31,14 @@ class Collected:
     blob_bytes: int = 0
     temporaries: list[Path] = field(default_factory=list)
     work_dirs: list[Path] = field(default_factory=list)
+    uploads: list[str] = field(default_factory=list)
 
     def describe(self, dry_run: bool) -> str:
         verb = "would remove" if dry_run else "removed"
         return (
             f"{verb} {len(self.blobs)} unreferenced blobs ({self.blob_bytes:,} bytes), "
             f"{len(self.temporaries)} stale temporary files, {len(self.work_dirs)} work directories of finished jobs"
+            + (f", aborted {len(self.uploads)} unfinished multipart uploads" if self.uploads else "")
         )
 
 
@@ -52,18 +54,17 @@ def collect(
     with sessions() as session:
         referenced = set(session.scalars(select(File.sha256).where(File.deleted_at.is_(None))))
         referenced |= set(session.scalars(select(Artifact.sha256)))
-    for sha, path in store.blobs():
+    for sha, size in store.blobs():
         if sha in referenced:
-            continue
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:  # released meanwhile
             continue
         # A candidate, as read a moment ago: release_blob checks again under the blob's lock before removing it.
         if dry_run or release_blob(sessions, store, sha):
             collected.blobs.append(sha)
             collected.blob_bytes += size
 
+    abort = getattr(store, "abort_stale_uploads", None)  # S3: multipart uploads a killed process left unfinished
+    if abort is not None and not dry_run:
+        collected.uploads = abort(temporary_age_s)
     cutoff = time.time() - temporary_age_s
     for path in sorted(store.staging.iterdir()):
         try:

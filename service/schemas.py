@@ -131,6 +131,8 @@ class JobObject(BaseModel):
     warnings: list[JobWarning] = Field(default_factory=list)
     live: JobLive | None = None
     attempts: int
+    worker: str | None = Field(None, description="hostname/pid of the worker that ran the job (its last attempt)")
+    device: str | None = Field(None, description="the device it ran on: 'cuda:N' (the host's GPU N) or 'cpu'")
     created_at: int
     started_at: int | None = None
     finished_at: int | None = None

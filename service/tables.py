@@ -89,6 +89,8 @@ class Job(Base):
     warnings: Mapped[list[Any] | None] = mapped_column(JSON)  # [{code, message, tensor}] from the verdict
     live: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the latest progress report: phase, step, loss, ETA
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(255))  # hostname/pid of the worker that claimed it last
+    device: Mapped[str | None] = mapped_column(String(64))  # "cuda:N" (N as the host numbers its GPUs) or "cpu"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

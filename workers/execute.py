@@ -31,7 +31,7 @@ from service.db import make_engine, make_sessionmaker, session_scope
 from service.files import lock_blob, release_blob
 from service.queue import TASK_NAME
 from service.settings import get_settings
-from service.storage import BlobStore
+from service.storage import BlobStore, open_store
 from service.tables import Artifact, Job, JobEvent
 from workers.celery_app import app
 
@@ -50,14 +50,29 @@ class _Context:
         if cls._cached is None:
             settings = get_settings()
             engine = make_engine(settings.resolved_database_url)
-            cls._cached = (settings, make_sessionmaker(engine), BlobStore(settings.resolved_blob_dir))
+            cls._cached = (settings, make_sessionmaker(engine), open_store(settings))
         return cls._cached
+
+
+def placement() -> dict[str, str]:
+    """Which worker and device this process is: ``hostname/pid`` and ``cuda:N`` (SPARSEQ_WORKER_DEVICE, set by
+    ``sparseqd worker --gpus``, else the first visible GPU) or ``cpu``."""
+    import socket
+
+    device = os.environ.get("SPARSEQ_WORKER_DEVICE")
+    if not device:
+        import torch
+
+        device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    return {"worker": f"{socket.gethostname()}/{os.getpid()}", "device": device}
 
 
 def claim(sessions, job_id: str, max_attempts: int, stale_after: timedelta) -> str:
     """The job's compare-and-set claim (service.lifecycle.claim), in its own transaction."""
     with session_scope(sessions) as session:
-        return lifecycle.claim(session, job_id, max_attempts=max_attempts, stale_after=stale_after)
+        return lifecycle.claim(
+            session, job_id, max_attempts=max_attempts, stale_after=stale_after, placement=placement()
+        )
 
 
 class _Heartbeat:

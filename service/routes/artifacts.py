@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from service import jobs as job_service
 from service.deps import CurrentKey, SessionDep, StoreDep
-from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
+from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download_blob
 from service.http_errors import responses
 from service.schemas import ArtifactList, ArtifactObject
 
@@ -52,10 +52,4 @@ def artifact_content(
 ):
     """The artifact's bytes; ``X-Content-SHA256`` carries the whole artifact's digest; one ``Range`` is honoured."""
     artifact = job_service.get_artifact(session, owner=key.owner, artifact_id=artifact_id)
-    return download(
-        store.path(artifact.sha256),
-        filename=artifact.filename,
-        sha256=artifact.sha256,
-        byte_range=byte_range,
-        if_range=if_range,
-    )
+    return download_blob(store, artifact.sha256, filename=artifact.filename, byte_range=byte_range, if_range=if_range)

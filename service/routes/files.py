@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
@@ -9,7 +8,7 @@ from fastapi.responses import FileResponse
 
 from service import files as file_service
 from service.deps import CurrentKey, SessionDep, SettingsDep, StoreDep
-from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download
+from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download_blob
 from service.http_errors import responses
 from service.schemas import DeletedObject, FileList, FileObject, FilePurpose
 from service.upload import receive_upload
@@ -86,14 +85,11 @@ def file_content(
     """The file's bytes as uploaded; ``X-Content-SHA256`` carries their digest."""
     file = file_service.get_file(session, owner=key.owner, file_id=file_id)
     try:
-        os.stat(store.path(file.sha256))
+        return download_blob(store, file.sha256, filename=file.filename, byte_range=byte_range, if_range=if_range)
     except FileNotFoundError:
         session.rollback()  # a fresh look: deleted meanwhile is a 404; a live file without its bytes stays a 500
         file_service.get_file(session, owner=key.owner, file_id=file_id)
         raise
-    return download(
-        store.path(file.sha256), filename=file.filename, sha256=file.sha256, byte_range=byte_range, if_range=if_range
-    )
 
 
 @router.delete(

@@ -181,7 +181,7 @@ def job_page(request: Request, job_id: str, key: UiKey, session: SessionDep, sto
     report_artifact = views.report_artifact(artifacts)
     report = None
     if report_artifact is not None:
-        report = views.read_report(store.path(report_artifact.sha256), report_artifact.bytes)
+        report = views.read_report(store, report_artifact.sha256, report_artifact.bytes)
     events = job_routes.list_events(job_id=job_id, key=key, session=session, after=None, limit=15).data
     return page(
         request,

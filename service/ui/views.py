@@ -86,13 +86,13 @@ def report_artifact(artifacts: list[ArtifactObject]) -> ArtifactObject | None:
     return None
 
 
-def read_report(path, size: int) -> dict[str, Any] | None:
+def read_report(store, sha256: str, size: int) -> dict[str, Any] | None:
     """The report's JSON, or None when it is too large to show or not the object a report is."""
     if size > REPORT_MAX_BYTES:
         return None
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        report = json.loads(store.read_bytes(sha256).decode("utf-8"))
+    except Exception:  # missing, unreadable, not JSON: the page shows no report
         return None
     return report if isinstance(report, dict) else None
 

@@ -17,7 +17,11 @@ from tests.helpers.processes import ROOT, which_outside_venv
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-SECRETS = {"SPARSEQ_SECRET_KEY": "s" * 48, "POSTGRES_PASSWORD": "compose-test-password"}
+SECRETS = {
+    "SPARSEQ_SECRET_KEY": "s" * 48,
+    "POSTGRES_PASSWORD": "compose-test-password",
+    "MINIO_PASSWORD": "minio-test-password",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,24 +65,20 @@ def test_compose_worker_reserves_a_gpu_with_a_cpu_fallback(compose):
     assert "--profile cpu" in COMPOSE.read_text()  # the fallback is documented where it is used
 
 
-def test_compose_environment_is_production_and_blobs_are_shared(compose):
+def test_compose_environment_is_production_and_blobs_are_in_minio(compose):
     services = compose["services"]
-    mounts = {}
     for name in ("api", "worker", "migrate"):
         env = _env(services[name])
         assert env["SPARSEQ_ENVIRONMENT"] == "production"
         assert env["SPARSEQ_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["SPARSEQ_BROKER_URL"] == "redis://redis:6379/0"
         assert "${SPARSEQ_SECRET_KEY:?" in env["SPARSEQ_SECRET_KEY"], "no default secret in a production file"
-        blob_dir = Path(env["SPARSEQ_BLOB_DIR"])
-        volume, target = next(
-            (v.split(":")[0], Path(v.split(":")[1]))
-            for v in services[name]["volumes"]
-            if blob_dir.is_relative_to(v.split(":")[1])
-        )
-        mounts[name] = volume
-        assert target in (blob_dir, *blob_dir.parents)
-    assert mounts["api"] == mounts["worker"] and mounts["api"] in compose["volumes"]
+        assert env["SPARSEQ_BLOB_URL"].startswith("s3://") and env["SPARSEQ_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert "SPARSEQ_BLOB_DIR" not in env
+    for name in ("worker", "worker-cpu"):  # workers share no volume: inputs and artifacts go through the bucket
+        assert not services[name].get("volumes"), name
+        assert services[name]["depends_on"]["minio-init"] == {"condition": "service_completed_successfully"}
+    assert "mc mb" in " ".join(services["minio-init"]["command"]) and services["minio-init"]["restart"] == "no"
 
 
 def test_production_settings_accept_the_compose_environment(compose, monkeypatch):
