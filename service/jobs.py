@@ -207,7 +207,9 @@ def create_job(
     return job, True
 
 
-def check_job(session: Session, *, owner: str, recipe: Recipe, files: dict[str, str], settings: Settings | None) -> None:
+def check_job(
+    session: Session, *, owner: str, recipe: Recipe, files: dict[str, str], settings: Settings | None
+) -> None:
     """The checks of a parsed recipe against its files and (with ``settings``) the admission limits: a sweep runs
     them on every combination before it creates any job."""
     lock_files(session, [*files.values(), recipe.init_from])  # no delete slips between the checks and the commit
