@@ -114,3 +114,17 @@ def test_same_idempotency_key_same_sweep(client, alice, train_file):
     assert (first.status_code, again.status_code) == (201, 200) and first.json()["id"] == again.json()["id"]
     other = client.post("/v1/sweeps", headers=headers, json={**body, "max_parallel": 1})
     assert other.status_code == 409
+
+
+def test_a_lost_release_is_done_by_the_reconciler(client, alice, sessions, train_file):
+    from workers.reaper import release_sweeps
+
+    sweep = create(client, alice, train_file["id"]).json()
+    with session_scope(sessions) as session:  # two children end and nobody releases (their worker died)
+        for job in session.scalars(select(Job).where(Job.sweep_id == sweep["id"])):
+            job.status, job.finished_at = "failed", utcnow()
+    published = []
+    release_sweeps(sessions, published.append)
+    after = client.get(f"/v1/sweeps/{sweep['id']}", headers=alice).json()
+    assert len(published) == 2 and set(published) <= set(after["jobs"])
+    assert after["progress"] == {"held": 4, "failed": 2, "queued": 2}
