@@ -186,9 +186,15 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def summarize(sweep: Sweep, jobs: list[Job]) -> dict:
-    """One row per cell, over its succeeded seeds. A child's combination is its position among the sweep's jobs
-    (they are created in index order)."""
-    by_index = dict(enumerate(sorted(jobs, key=lambda j: (j.created_at, j.id))))
+    """One row per cell, over its succeeded seeds. A child belongs to the combination whose validated recipe it
+    carries (jobs are made from exactly that recipe; equal recipes are interchangeable)."""
+    unused = list(jobs)
+    by_index = {}
+    for cell in sweep.cells[: sweep.released]:
+        match = next((j for j in unused if j.recipe == cell["recipe"]), None)
+        if match is not None:
+            unused.remove(match)
+            by_index[cell["index"]] = match
     rows: dict[str, dict] = {}
     for cell in sweep.cells:
         key = _cell_key(cell["overrides"])
