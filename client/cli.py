@@ -204,6 +204,23 @@ def run(args: argparse.Namespace) -> int:
             listing = sparseq.tasks()
             show_lines(iter(listing["data"]))
             print("purposes: " + ", ".join(listing["purposes"]), file=sys.stderr)
+        elif command == ("sweeps", "create"):
+            sweep = sparseq.create_sweep(load_recipe(args.sweep), idempotency_key=args.idempotency)
+            if args.wait:
+                print(sweep["id"], file=sys.stderr)
+                sweep = sparseq.wait_sweep(sweep["id"], timeout=args.timeout)
+                show(sweep)
+                return 0 if sweep["status"] == "succeeded" else 1
+            show(sweep)
+        elif command == ("sweeps", "list"):
+            show_lines(sparseq.list_sweeps())
+        elif command == ("sweeps", "retrieve"):
+            show(sparseq.get_sweep(args.id))
+        elif command == ("sweeps", "cancel"):
+            show(sparseq.cancel_sweep(args.id))
+        elif command == ("sweeps", "download"):
+            for path in sparseq.download_sweep_artifacts(args.id, args.dir, overwrite=args.force):
+                print(path)
         elif command == ("estimate", None):
             show(sparseq.estimate(load_recipe(args.recipe), vocab_size=args.vocab_size, num_tags=args.num_tags))
     return 0
@@ -253,6 +270,20 @@ def parser() -> argparse.ArgumentParser:
 
     tasks = groups.add_parser("tasks", help="the tasks a recipe can name, the files each takes, every upload purpose")
     tasks.set_defaults(command=None)
+    sweeps = groups.add_parser("sweeps", help="run a grid of recipes as jobs and read its summary")
+    commands = sweeps.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="submit a sweep file (YAML or JSON: recipe, grid, overrides, files)")
+    create.add_argument("sweep")
+    create.add_argument("--idempotency", metavar="KEY", help="the same key and body never make a second sweep")
+    create.add_argument("--wait", action="store_true", help="follow the sweep to its end (exit 1 unless it succeeds)")
+    create.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
+    commands.add_parser("list", help="every sweep, newest first, one JSON object per line")
+    for name in ("retrieve", "cancel"):
+        commands.add_parser(name).add_argument("id")
+    download = commands.add_parser("download", help="every child job's artifacts, and the sweep with its summary")
+    download.add_argument("id")
+    download.add_argument("-d", "--dir", default=".", help="default: the current directory")
+    download.add_argument("--force", action="store_true", help="replace existing files")
 
     estimate = groups.add_parser("estimate", help="parameters, checkpoint size, FLOPs and memory of a recipe")
     estimate.add_argument("recipe")

@@ -301,6 +301,44 @@ class Client:
 
     # -- before any compute ----------------------------------------------------------------------------------------
 
+    def create_sweep(self, sweep: dict[str, Any], *, idempotency_key: str | None = None) -> Object:
+        """Submit a sweep: ``{recipe, grid, overrides, files, max_parallel}`` (POST /v1/sweeps)."""
+        headers = {"Idempotency-Key": idempotency_key or f"sdk-{uuid.uuid4()}"}
+        return _json(self._request("POST", "/v1/sweeps", json=sweep, headers=headers))
+
+    def list_sweeps(self, *, page_size: int = 100) -> Iterator[Object]:
+        return self._pages("/v1/sweeps", page_size=page_size)
+
+    def get_sweep(self, sweep_id: str) -> Object:
+        return self._get(f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> Object:
+        return _json(self._request("POST", f"/v1/sweeps/{sweep_id}/cancel", retry_statuses=RETRY_STATUSES))
+
+    def wait_sweep(self, sweep_id: str, *, timeout: float | None = None, poll_s: float = 2.0) -> Object:
+        """Poll until the sweep is no longer running (TimeoutError after ``timeout`` seconds)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (sweep := self.get_sweep(sweep_id))["status"] == "running":
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} still running after {timeout} s")
+            time.sleep(poll_s)
+        return sweep
+
+    def download_sweep_artifacts(self, sweep_id: str, directory: str | Path, *, overwrite: bool = False) -> list[Path]:
+        """Every child job's artifacts, each under ``directory/<job id>/`` (the service has no sweep-level artifacts
+        yet), and the sweep object itself as ``directory/sweep.json``."""
+        sweep = self.get_sweep(sweep_id)
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for job_id in sweep["jobs"]:
+            paths += self.download_artifacts(job_id, root / job_id, overwrite=overwrite)
+        summary = root / "sweep.json"
+        if summary.exists() and not overwrite:
+            raise _exists(summary)
+        summary.write_text(json.dumps(sweep, indent=2))
+        return [*paths, summary]
+
     def estimate(self, recipe: dict[str, Any], *, vocab_size: int | None = None, num_tags: int | None = None) -> Object:
         """Parameters, checkpoint bytes, FLOPs and training memory of a recipe."""
         body = {"recipe": recipe, "vocab_size": vocab_size, "num_tags": num_tags}

@@ -15,7 +15,7 @@ from service.cache import JOB_CACHE_S, SingleFlight, TTLCache
 from service.db import make_engine, make_sessionmaker
 from service.queue import CeleryQueue
 from service.ratelimit import RateLimitMiddleware, RateLimits
-from service.routes import artifacts, files, jobs, system
+from service.routes import artifacts, files, jobs, sweeps, system
 from service.settings import Settings, get_settings
 from service.storage import open_store
 
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(jobs.router)
     app.include_router(artifacts.router)
+    app.include_router(sweeps.router)
     app.include_router(system.router)
     openapi.install(app)
     ui.install(app)  # the dashboard at /ui

@@ -177,12 +177,7 @@ def create_job(
         if existing is not None:
             return _replay(existing, digest), False
     recipe = parse_recipe(body.recipe)
-    lock_files(session, [*body.files.values(), recipe.init_from])  # no delete slips between the checks and the commit
-    _check_files(session, owner, recipe, body.files)
-    if settings is not None:
-        train = body.files.get("train")
-        tokens = (get_file(session, owner=owner, file_id=train).stats or {}).get("tokens") if train else None
-        admit(recipe, settings, train_tokens=tokens)
+    check_job(session, owner=owner, recipe=recipe, files=body.files, settings=settings)
     job = Job(
         owner=owner,
         status="queued",
@@ -200,6 +195,19 @@ def create_job(
         return _replay(_by_idempotency_key(session, owner, idempotency_key), digest), False
     session.add(JobEvent(job_id=job.id, level="info", type="message", message="job queued"))
     return job, True
+
+
+def check_job(
+    session: Session, *, owner: str, recipe: Recipe, files: dict[str, str], settings: Settings | None
+) -> None:
+    """The checks of a parsed recipe against its files and (with ``settings``) the admission limits: a sweep runs
+    them on every combination before it creates any job."""
+    lock_files(session, [*files.values(), recipe.init_from])  # no delete slips between the checks and the commit
+    _check_files(session, owner, recipe, files)
+    if settings is not None:
+        train = files.get("train")
+        tokens = (get_file(session, owner=owner, file_id=train).stats or {}).get("tokens") if train else None
+        admit(recipe, settings, train_tokens=tokens)
 
 
 def _by_idempotency_key(session: Session, owner: str, key: str) -> Job | None:

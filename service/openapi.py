@@ -21,6 +21,7 @@ REGENERATE = "make openapi"
 TAGS = [
     {"name": "files", "description": "Datasets and weights: upload (validated for their purpose), list, download."},
     {"name": "jobs", "description": "A recipe and its files in, a compressed model out: create, poll, cancel."},
+    {"name": "sweeps", "description": "A grid of recipes run as jobs, max_parallel at once, and their summary."},
     {"name": "artifacts", "description": "What a job produced: the sparse checkpoint, its report and plots."},
     {"name": "estimate", "description": "Parameters, size, FLOPs and memory of a recipe, before any compute."},
     {"name": "system", "description": "Health, readiness and Prometheus metrics."},

@@ -277,3 +277,61 @@ class TaskList(BaseModel):
     object: Literal["list"] = "list"
     data: list[TaskObject]
     purposes: list[str] = Field(..., description="every upload purpose (POST /v1/files' purpose field)")
+
+
+class SweepStatus(StrEnum):
+    """running (children queued, running or held) -> succeeded (every child did) | failed (some did not) | cancelled."""
+
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class SweepCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    recipe: RecipeBody = Field(..., description="the base recipe, the shape POST /v1/jobs takes")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="dotted recipe path -> values; every combination (cartesian product) runs"
+    )
+    overrides: list[dict[str, Any]] = Field(
+        default_factory=list, description="dotted recipe path -> value, one combination each (crossed with the grid)"
+    )
+    files: dict[str, str] = Field(default_factory=dict, description="data role -> file id, shared by every job")
+    max_parallel: int = Field(4, ge=1, le=64, description="children queued or running at once; the rest are held")
+
+
+class SweepCell(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    overrides: dict[str, Any] = Field(..., description="the combination without training.seed")
+    jobs: list[str]
+    n: int = Field(..., description="succeeded seeds the figures are over")
+    metric: str | None = None
+    value_mean: float | None = None
+    value_std: float | None = Field(None, description="sample standard deviation (n - 1); null with one seed")
+
+
+class SweepSummary(BaseModel):
+    std: str
+    cells: list[SweepCell]
+
+
+class SweepObject(BaseModel):
+    object: Literal["sweep"] = "sweep"
+    id: str
+    status: SweepStatus
+    recipe: RecipeBody
+    files: dict[str, str]
+    max_parallel: int
+    combinations: int
+    progress: dict[str, int] = Field(..., description="children by status, and 'held': combinations not started")
+    jobs: list[str]
+    summary: SweepSummary | None = None
+    created_at: int
+    finished_at: int | None = None
+
+
+class SweepList(ListObject[SweepObject]):
+    """A page of sweeps, newest first: pass ``last_id`` as ``after`` for the next one."""

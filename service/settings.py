@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     )
     # Each job computes in a child process whose address space may grow this much beyond what its libraries take
     # (RLIMIT_AS); on CUDA machines, whose driver reserves address space far beyond its use, each GPU's memory instead.
+    max_sweep_jobs: int = Field(256, gt=0, description="combinations (jobs) one sweep may hold")
     job_memory_limit_bytes: int = Field(16 << 30, gt=0)
     # Per API key, in the `limits` library's notation ("60/minute", "10/second;500/hour"), counted in the broker's
     # Redis (or rate_limit_storage_url: "memory://" keeps the counts in each API process).

@@ -95,6 +95,7 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    sweep_id: Mapped[str | None] = mapped_column(String(40), index=True)  # the sweep this job is a combination of
 
     __table_args__ = (
         Index("ix_jobs_owner_created", "owner", "created_at"),
@@ -127,3 +128,30 @@ class Artifact(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (UniqueConstraint("job_id", "filename", name="uq_artifacts_job_filename"),)
+
+
+class Sweep(Base):
+    """A grid of recipes run as ordinary jobs (``jobs.sweep_id``). ``cells`` holds every combination, validated at
+    creation: ``[{index, overrides, recipe}]``; ``released`` counts the combinations that became jobs so far (in
+    index order), at most ``max_parallel`` of them live at once (service.sweeps.release)."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("sweep"))
+    owner: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # running | succeeded | failed | cancelled
+    recipe: Mapped[dict[str, Any]] = mapped_column()
+    files: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cells: Mapped[list[Any]] = mapped_column()
+    max_parallel: Mapped[int] = mapped_column(Integer)
+    released: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_sweeps_owner_created", "owner", "created_at"),
+        UniqueConstraint("owner", "idempotency_key", name="uq_sweeps_owner_idempotency_key"),
+    )

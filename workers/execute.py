@@ -29,7 +29,7 @@ import compress.pipeline  # noqa: F401  - import torch and the library when the 
 from service import lifecycle
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.files import lock_blob, release_blob
-from service.queue import TASK_NAME
+from service.queue import QUEUE, TASK_NAME
 from service.settings import get_settings
 from service.storage import BlobStore, open_store
 from service.tables import Artifact, Job, JobEvent
@@ -343,12 +343,27 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         heartbeat.stop()
         for _, temporary, _, _ in staged:  # placed by a commit, or left over by a failure before it
             temporary.unlink(missing_ok=True)
+    _release_sweep(sessions, job_id)
     if replaced:  # the blobs of artifacts a redelivered run replaced (recorded, whatever became of the job then)
         _release_quietly(sessions, store, job_id, replaced)
     # Only a finished job loses its work directory: one interrupted by the worker's shutdown (a BaseException, which
     # passes through above) keeps its training state for the redelivery to resume from.
     shutil.rmtree(work, ignore_errors=True)
     return outcome
+
+
+def _release_sweep(sessions, job_id: str) -> None:
+    """A sweep's child ended: its sweep may start the next held combinations (the reconciler does it too)."""
+    from service.sweeps import release
+
+    try:
+        with session_scope(sessions) as session:
+            sweep_id = session.scalar(select(Job.sweep_id).where(Job.id == job_id))
+            started = release(session, sweep_id) if sweep_id else []
+        for child in started:
+            app.send_task(TASK_NAME, args=[child], queue=QUEUE)
+    except Exception as error:
+        log.warning("job %s: its sweep was not released (%s); the reconciler will", job_id, error)
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -80,9 +80,24 @@ def cancel_orphans(sessions, stale_after_s: float) -> list[str]:
     return done
 
 
+def release_sweeps(sessions, publish) -> None:
+    """A release a worker missed (it died as a child ended) still happens: every running sweep, every round."""
+    from service.sweeps import release
+    from service.tables import Sweep
+
+    with sessions() as session:
+        running = list(session.scalars(select(Sweep.id).where(Sweep.status == "running")))
+    for sweep_id in running:
+        with session_scope(sessions) as session:
+            started = release(session, sweep_id)
+        for job_id in started:
+            publish(job_id)
+
+
 def reconcile_once(broker, publish, sessions, *, reconcile_after_s: float, stale_after_s: float) -> Round:
     """One round. ``broker``: a redis client of the broker; ``publish(job_id)`` sends the task."""
     result = Round(cancelled=cancel_orphans(sessions, stale_after_s))
+    release_sweeps(sessions, publish)
     for job_id in result.cancelled:
         log.warning("job %s: cancelling, and its worker stopped: cancelled", job_id)
     queued, running = _candidates(sessions, reconcile_after_s, stale_after_s)

@@ -110,7 +110,7 @@ def test_operation_ids_are_short_camel_case_verbs_and_unique(document):
 
 def test_each_operation_has_one_tag_named_after_its_resource(document):
     declared = [tag["name"] for tag in document["tags"]]
-    assert declared == [tag["name"] for tag in TAGS] == ["files", "jobs", "artifacts", "estimate", "system"]
+    assert declared == [tag["name"] for tag in TAGS] == ["files", "jobs", "sweeps", "artifacts", "estimate", "system"]
     tags = {(method, path): op["tags"] for method, path, op in operations(document)}
     assert all(len(t) == 1 and t[0] in declared for t in tags.values())
     assert tags[("get", "/v1/artifacts/{artifact_id}/content")] == ["artifacts"]
