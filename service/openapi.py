@@ -6,6 +6,7 @@ Regenerate it with ``make openapi`` (= ``python -m service.openapi openapi.json`
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -88,12 +89,14 @@ def render(value: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m service.openapi", description="Write the API's OpenAPI document.")
+    parser.add_argument("output", nargs="?", default="-", help="the file to write (default: standard output)")
+    output = parser.parse_args(argv).output
     text = render(document())
-    if not args or args[0] == "-":
+    if output == "-":
         sys.stdout.write(text)
     else:
-        Path(args[0]).write_text(text)
+        Path(output).write_text(text)
     return 0
 
 
