@@ -34,8 +34,8 @@ COPY workers ./workers
 COPY client ./client
 COPY migrations ./migrations
 # The Alembic scripts (migrations/) ship inside the service package as service/migrations, so a plain install
-# carries them.
-RUN pip install .
+# carries them. The SDK and the `sparseq` command (client/, its own distribution) come along for `docker compose exec`.
+RUN pip install ./client .
 
 USER 10001:10001
 VOLUME ["/var/lib/sparseq"]

@@ -9,10 +9,11 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: install run demo test test-slow lint bench clean system-deps openapi
 
-$(STAMP): pyproject.toml
+# Two distributions: the service (sparseq-server: sparseqd) and the SDK with the `sparseq` command (client/).
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e './client[yaml]' -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

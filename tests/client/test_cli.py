@@ -18,7 +18,7 @@ from tests.helpers.processes import navigation_recipe
 
 def sparseq_command() -> list[str]:
     script = Path(sys.executable).parent / "sparseq"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "client.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sparseq.cli"]
 
 
 def run(*args: str, server=None, key: str | None = None, cwd: Path | None = None, stdin: str | None = None):

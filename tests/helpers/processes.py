@@ -300,10 +300,11 @@ class Api:
 
 
 @contextlib.contextmanager
-def served(data_dir: Path) -> Iterator[Server]:
-    """A started ``sparseqd serve`` on ``data_dir``, ended with everything below it when the block ends (for module
-    fixtures; tests that start their own use ``start_server``)."""
-    server = Server(data_dir, env=process_env(data_dir))
+def served(data_dir: Path, **settings: str) -> Iterator[Server]:
+    """A started ``sparseqd serve`` on ``data_dir`` (``settings``: extra environment, e.g. SPARSEQ_RATE_LIMIT_JOBS),
+    ended with everything below it when the block ends (for module fixtures; tests that start their own use
+    ``start_server``)."""
+    server = Server(data_dir, env=process_env(data_dir, **settings))
     try:
         yield server.start()
     finally:

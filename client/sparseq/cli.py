@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 
-from client.sdk import TERMINAL, Client, SparseqError, safe_name
+from sparseq._client import SWEEP_KEYS, Sparseq
+from sparseq._exceptions import SparseqError
+from sparseq._models import TERMINAL
 
 
 class UsageError(Exception):
@@ -62,17 +64,22 @@ def parse_roles(pairs: list[str]) -> dict[str, str]:
     return roles
 
 
+def _data(obj: Any) -> Any:
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
 def show(obj: Any) -> None:
-    print(json.dumps(obj, indent=2))
+    print(json.dumps(_data(obj), indent=2))
 
 
 def show_lines(objects) -> None:
     for obj in objects:
-        print(json.dumps(obj))
+        print(json.dumps(_data(obj)), flush=True)
 
 
-def describe_live(job: dict[str, Any]) -> str:
+def describe_live(job) -> str:
     """One line of what a job is doing: status, phase, step, loss, metric, sparsity, time left."""
+    job = _data(job)
     live = job.get("live") or {}
     parts = [job["status"]]
     if live and job["status"] in ("running", "cancelling"):
@@ -107,9 +114,9 @@ class ProgressDisplay:
 
             self.bar = tqdm(total=100, desc=job_id, unit="%", file=self.stream, bar_format=_BAR, dynamic_ncols=True)
 
-    def update(self, job: dict[str, Any]) -> None:
+    def update(self, job) -> None:
         text = describe_live(job)
-        percent = round(100 * job["progress"])
+        percent = round(100 * job.progress)
         if self.bar is not None:
             self.bar.n = percent
             self.bar.set_postfix_str(text, refresh=False)
@@ -126,8 +133,9 @@ class ProgressDisplay:
 _BAR = "{desc}: {percentage:3.0f}%|{bar:20}| {postfix}"
 
 
-def verdict_lines(job: dict[str, Any]) -> list[str]:
+def verdict_lines(job) -> list[str]:
     """How the job ended, against its reference, and what to look at before trusting it."""
+    job = _data(job)
     metrics = job.get("metrics") or {}
     lines = []
     if job["status"] == "succeeded" and metrics.get("name"):
@@ -146,83 +154,99 @@ def verdict_lines(job: dict[str, Any]) -> list[str]:
     return lines
 
 
-def wait_and_report(sparseq: Client, job_id: str, timeout: float | None) -> int:
+def wait_and_report(sparseq: Sparseq, job_id: str, timeout: float | None) -> int:
     display = ProgressDisplay(job_id)
     try:
-        job = sparseq.wait(job_id, timeout=timeout, on_update=display.update)
+        job = sparseq.jobs.wait(job_id, timeout=timeout, on_update=display.update)
     finally:
         display.close()
     show(job)
     for line in verdict_lines(job):
         print(line, file=sys.stderr)
-    if job["status"] != "succeeded":
-        error = job.get("error") or {}
-        detail = f": {error.get('code')}: {error.get('message')}" if error else ""
-        print(f"job {job_id} {job['status']}{detail}", file=sys.stderr)
+    if job.status != "succeeded":
+        detail = f": {job.error.code}: {job.error.message}" if job.error else ""
+        print(f"job {job_id} {job.status}{detail}", file=sys.stderr)
         return 1
     return 0
 
 
+def load_sweep(path: str) -> dict[str, Any]:
+    body = load_recipe(path)
+    unknown = sorted(set(body) - set(SWEEP_KEYS))
+    if unknown or "recipe" not in body:
+        what = f"unknown keys {unknown}" if unknown else "no recipe"
+        raise UsageError(f"{path}: {what}; a sweep file holds {', '.join(SWEEP_KEYS)}")
+    return body
+
+
+def sweep_line(sweep) -> str:
+    counts = ", ".join(f"{n} {status}" for status, n in sweep.progress.items() if n)
+    return f"{sweep.id}: {sweep.status}, {sweep.combinations} combinations ({counts or 'none started'})"
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        sparseq = Client(args.api_key, args.url)  # --api-key, else SPARSEQ_API_KEY
+        sparseq = Sparseq(args.api_key, args.url)  # --api-key, else SPARSEQ_API_KEY
     except (ValueError, httpx.InvalidURL) as error:  # no key, a malformed one, a bad URL (never showing the key)
         raise UsageError(str(error)) from None
     with sparseq:
         command = (args.group, args.command)
         if command == ("files", "upload"):
-            show(sparseq.upload_file(args.path, args.purpose))
+            show(sparseq.files.upload(args.path, purpose=args.purpose))
         elif command == ("files", "list"):
-            show_lines(sparseq.files(args.purpose))
-        elif command == ("files", "get"):
-            show(sparseq.get_file(args.id))
+            show_lines(sparseq.files.list(purpose=args.purpose))
+        elif command in (("files", "get"), ("files", "retrieve")):
+            show(sparseq.files.retrieve(args.id))
         elif command == ("files", "download"):
-            destination = args.output or safe_name(sparseq.get_file(args.id)["filename"])
-            print(sparseq.download_file(args.id, destination, overwrite=args.force))
+            print(sparseq.files.download(args.id, args.output, overwrite=args.force))
         elif command == ("files", "delete"):
-            show(sparseq.delete_file(args.id))
+            show(sparseq.files.delete(args.id))
         elif command == ("jobs", "create"):
-            job = sparseq.create_job(load_recipe(args.recipe), parse_roles(args.file), idempotency_key=args.idempotency)
+            recipe, roles = load_recipe(args.recipe), parse_roles(args.file)
+            job = sparseq.jobs.create(recipe, files=roles, idempotency_key=args.idempotency)
             if args.wait:
-                print(job["id"], file=sys.stderr)
-                return wait_and_report(sparseq, job["id"], args.timeout)
+                print(job.id, file=sys.stderr)
+                return wait_and_report(sparseq, job.id, args.timeout)
             show(job)
         elif command == ("jobs", "list"):
-            show_lines(sparseq.jobs(args.status))
-        elif command == ("jobs", "get"):
-            show(sparseq.get_job(args.id))
+            show_lines(sparseq.jobs.list(status=args.status))
+        elif command in (("jobs", "get"), ("jobs", "retrieve")):
+            show(sparseq.jobs.retrieve(args.id))
         elif command == ("jobs", "wait"):
             return wait_and_report(sparseq, args.id, args.timeout)
         elif command == ("jobs", "cancel"):
-            show(sparseq.cancel_job(args.id))
+            show(sparseq.jobs.cancel(args.id))
         elif command == ("jobs", "events"):
-            show_lines(sparseq.events(args.id))
+            show_lines(sparseq.jobs.events(args.id))
         elif command == ("jobs", "download"):
-            for path in sparseq.download_artifacts(args.id, args.dir, overwrite=args.force):
+            for path in sparseq.jobs.download(args.id, args.dir, overwrite=args.force):
                 print(path)
         elif command == ("tasks", None):
-            listing = sparseq.tasks()
-            show_lines(iter(listing["data"]))
-            print("purposes: " + ", ".join(listing["purposes"]), file=sys.stderr)
+            listing = sparseq.tasks.list()
+            show_lines(listing.data)
+            print("purposes: " + ", ".join(listing.purposes), file=sys.stderr)
         elif command == ("sweeps", "create"):
-            sweep = sparseq.create_sweep(load_recipe(args.sweep), idempotency_key=args.idempotency)
+            sweep = sparseq.sweeps.create(**load_sweep(args.sweep), idempotency_key=args.idempotency)
             if args.wait:
-                print(sweep["id"], file=sys.stderr)
-                sweep = sparseq.wait_sweep(sweep["id"], timeout=args.timeout)
+                print(sweep.id, file=sys.stderr)
+                sweep = sparseq.sweeps.wait(
+                    sweep.id, timeout=args.timeout, on_update=lambda s: print(sweep_line(s), file=sys.stderr)
+                )
                 show(sweep)
-                return 0 if sweep["status"] == "succeeded" else 1
+                return 0 if sweep.status == "succeeded" else 1
             show(sweep)
         elif command == ("sweeps", "list"):
-            show_lines(sparseq.list_sweeps())
+            show_lines(sparseq.sweeps.list())
         elif command == ("sweeps", "retrieve"):
-            show(sparseq.get_sweep(args.id))
+            show(sparseq.sweeps.retrieve(args.id))
         elif command == ("sweeps", "cancel"):
-            show(sparseq.cancel_sweep(args.id))
+            show(sparseq.sweeps.cancel(args.id))
         elif command == ("sweeps", "download"):
-            for path in sparseq.download_sweep_artifacts(args.id, args.dir, overwrite=args.force):
+            for path in sparseq.sweeps.download(args.id, args.dir, jobs=args.jobs, overwrite=args.force):
                 print(path)
         elif command == ("estimate", None):
-            show(sparseq.estimate(load_recipe(args.recipe), vocab_size=args.vocab_size, num_tags=args.num_tags))
+            recipe = load_recipe(args.recipe)
+            show(sparseq.estimate(recipe, vocab_size=args.vocab_size, num_tags=args.num_tags))
     return 0
 
 
@@ -241,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
     upload.add_argument("--purpose", required=True, help="what the file is for: `sparseq tasks` lists the purposes")
     listing = commands.add_parser("list", help="every file, newest first, one JSON object per line")
     listing.add_argument("--purpose", help="only files of this purpose")
-    for name in ("get", "delete"):
+    for name in ("get", "retrieve", "delete"):
         commands.add_parser(name).add_argument("id")
     download = commands.add_parser("download", help="a file's bytes, checked against its sha256")
     download.add_argument("id")
@@ -258,7 +282,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     listing = commands.add_parser("list", help="every job, newest first, one JSON object per line")
     listing.add_argument("--status", choices=("validating", "queued", "running", "cancelling", *TERMINAL))
-    for name in ("get", "cancel", "events"):
+    for name in ("get", "retrieve", "cancel", "events"):
         commands.add_parser(name).add_argument("id")
     wait = commands.add_parser("wait", help="follow a job to its end (exit 1 unless it succeeds)")
     wait.add_argument("id")
@@ -280,9 +304,10 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="every sweep, newest first, one JSON object per line")
     for name in ("retrieve", "cancel"):
         commands.add_parser(name).add_argument("id")
-    download = commands.add_parser("download", help="every child job's artifacts, and the sweep with its summary")
+    download = commands.add_parser("download", help="the sweep's summary.json, summary.csv and pareto.png")
     download.add_argument("id")
     download.add_argument("-d", "--dir", default=".", help="default: the current directory")
+    download.add_argument("--jobs", action="store_true", help="also every child job's artifacts, in DIR/<job id>/")
     download.add_argument("--force", action="store_true", help="replace existing files")
 
     estimate = groups.add_parser("estimate", help="parameters, checkpoint size, FLOPs and memory of a recipe")
