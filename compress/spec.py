@@ -23,6 +23,7 @@ from compress.tasks.base import (
     MAX_STEPS_PER_EPOCH,
     MAX_VOCAB,
     MAX_WIDTH,
+    RecipeError,
 )
 from compress.tasks.base import StrictModel as _Strict
 from compress.tasks.language_model import LanguageModelTask
@@ -295,29 +296,41 @@ class Recipe(_Strict):
         task, model, method = self.task.type, self.model, self.method
         definition = tasks.get(task)
         if definition.text and model.embedding_size is None:
-            raise ValueError(f"model.embedding_size is required for the {task} task")
+            raise RecipeError("model.embedding_size", f"model.embedding_size is required for the {task} task")
         if not definition.text and model.embedding_size is not None:
-            raise ValueError(f"model.embedding_size has no meaning for the {task} task (its inputs are not words)")
+            raise RecipeError(
+                "model.embedding_size",
+                f"model.embedding_size has no meaning for the {task} task (its inputs are not words)",
+            )
         if model.tie_weights:
             if not definition.can_tie_weights:
-                raise ValueError(f"model.tie_weights has no meaning for the {task} task (its decoder is not words)")
+                raise RecipeError(
+                    "model.tie_weights",
+                    f"model.tie_weights has no meaning for the {task} task (its decoder is not words)",
+                )
             if model.embedding_size != model.hidden_size:
-                raise ValueError(
+                raise RecipeError(
+                    "model.tie_weights",
                     f"model.tie_weights needs embedding_size == hidden_size (got {model.embedding_size} and "
-                    f"{model.hidden_size})"
+                    f"{model.hidden_size})",
                 )
         definition.check(self)
         if isinstance(method, PredefinedMethod):
             self._check_predefined(method)
         if len(set(self.baselines)) != len(self.baselines):
-            raise ValueError("baselines lists the same baseline twice")
+            raise RecipeError("baselines", "baselines lists the same baseline twice")
         if self.baselines and method.type == "dense":
-            raise ValueError("baselines compare a compressed model with dense ones; the dense method is the baseline")
+            raise RecipeError(
+                "baselines", "baselines compare a compressed model with dense ones; the dense method is the baseline"
+            )
         if self.reference in ("dense", "dense_same_params") and method.type == "dense":
-            raise ValueError(f"reference {self.reference} has no meaning for the dense method: it is the reference")
+            raise RecipeError(
+                "reference", f"reference {self.reference} has no meaning for the dense method: it is the reference"
+            )
         if self.reference in ("dense", "dense_same_params") and self.init_from is not None:
-            raise ValueError(
-                "reference: a job that starts from init_from weights is judged against those weights (use auto)"
+            raise RecipeError(
+                "reference",
+                "reference: a job that starts from init_from weights is judged against those weights (use auto)",
             )
         return self
 
@@ -335,28 +348,34 @@ class Recipe(_Strict):
         model = self.model
         if method.embedding is not None:
             if not tasks.get(self.task.type).text:
-                raise ValueError(f"method.embedding needs a text task, not {self.task.type}")
+                raise RecipeError("method.embedding", f"method.embedding needs a text task, not {self.task.type}")
             width = model.embedding_size // method.embedding.blocks
             if method.embedding.blocks > model.embedding_size:
-                raise ValueError(
+                raise RecipeError(
+                    "method.embedding.blocks",
                     f"method.embedding.blocks ({method.embedding.blocks}) cannot exceed model.embedding_size "
-                    f"({model.embedding_size})"
+                    f"({model.embedding_size})",
                 )
             if method.embedding.density < width / model.embedding_size - 1e-12:
-                raise ValueError(
+                raise RecipeError(
+                    "method.embedding.density",
                     f"method.embedding.density ({method.embedding.density}) is below {width / model.embedding_size:.4g}"
-                    ", what block 0 needs: it gives every word one block"
+                    ", what block 0 needs: it gives every word one block",
                 )
         recurrent = method.recurrent
         if recurrent is not None and recurrent.components is not None and recurrent.components > model.hidden_size:
-            raise ValueError(
+            raise RecipeError(
+                "method.recurrent.components",
                 f"method.recurrent.components ({recurrent.components}) cannot exceed model.hidden_size "
-                f"({model.hidden_size})"
+                f"({model.hidden_size})",
             )
         if recurrent is not None and recurrent.budget_of is not None:
             dense_hidden = model.hidden_size / recurrent.budget_of.hidden_scale
             if dense_hidden < 1 or not math.isfinite(dense_hidden):
-                raise ValueError("method.recurrent.budget_of.hidden_scale leaves the dense model no hidden units")
+                raise RecipeError(
+                    "method.recurrent.budget_of.hidden_scale",
+                    "method.recurrent.budget_of.hidden_scale leaves the dense model no hidden units",
+                )
 
     # -- conveniences ---------------------------------------------------------------------------------------------
 
@@ -404,6 +423,9 @@ def format_validation_error(error) -> list[dict[str, str]]:
         # Discriminated unions put the variant's tag in the location (method.predefined.recurrent): drop it.
         parts = [p for i, p in enumerate(parts) if not (i > 0 and parts[i - 1] in ("task", "method") and p in _TAGS)]
         location = ".".join(str(part) for part in parts)
+        cause = (item.get("ctx") or {}).get("error")
+        if isinstance(cause, RecipeError):  # a check of the whole (or of a section): the field it names
+            location = cause.field if not location or cause.field.startswith(location) else f"{location}.{cause.field}"
         message = item["msg"].removeprefix("Value error, ")
         problems.append({"param": location, "message": message})
     return problems

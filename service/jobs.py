@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -79,19 +78,12 @@ def render_artifact(artifact: Artifact) -> ArtifactObject:
     )
 
 
-FIELD_IN_MESSAGE = re.compile(r"^((?:task|model|method|training|baselines|init_from)(?:\.[a-z_]+)*)\b")
-
-
 def parse_recipe(raw: dict[str, Any]) -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as error:
         first = format_validation_error(error)[0]
-        field = first["param"]
-        if not field:  # a whole-recipe check: its message starts with the field it is about, when there is one
-            named = FIELD_IN_MESSAGE.match(first["message"])
-            field = named.group(1) if named else ""
-        param = f"recipe.{field}" if field else "recipe"
+        param = f"recipe.{first['param']}" if first["param"] else "recipe"
         raise Unprocessable(first["message"], param=param, code="invalid_recipe") from None
 
 

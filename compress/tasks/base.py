@@ -30,6 +30,15 @@ MAX_SEQUENCE = 100_000  # sequence_length, bptt
 MAX_STEPS_PER_EPOCH = 1_000_000
 
 
+class RecipeError(ValueError):
+    """A recipe that is incoherent as a whole (its fields are each valid), naming the field it is about: raised by the
+    recipe's validators and by a task's ``check``, it reaches users as that field (``param: recipe.<field>``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class StrictModel(BaseModel):
     """Every recipe section forbids unknown fields (a typo is an error naming the field) and is immutable."""
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from compress.tasks.base import MAX_VOCAB, Metric, Purpose, Role, StrictModel, TaskDefinition
+from compress.tasks.base import MAX_VOCAB, Metric, Purpose, RecipeError, Role, StrictModel, TaskDefinition
 from compress.tasks.text_common import text_adapter, text_onnx_inputs, text_tokens, validate_lm_text
 
 
@@ -33,9 +33,10 @@ def _model(recipe, sizes):
 
 def _check(recipe) -> None:
     if recipe.model.bidirectional:
-        raise ValueError(
+        raise RecipeError(
+            "model.bidirectional",
             "model.bidirectional must be false: a language model cannot be bidirectional (it would see the words "
-            "it must predict)"
+            "it must predict)",
         )
 
 

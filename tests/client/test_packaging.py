@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import json
+import shutil
 import site
 import subprocess
 import sys
@@ -27,9 +28,22 @@ def test_importing_the_sdk_loads_nothing_of_ours_and_no_torch():
     assert HEAVY.isdisjoint(loaded), HEAVY.intersection(loaded)
 
 
-def build_wheel(source: Path, into: Path) -> Path:
+SERVER_SOURCES = ("pyproject.toml", "README.md", "compress", "service", "workers", "migrations")
+CLIENT_SOURCES = ("pyproject.toml", "sparseq")
+SKIP = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
+
+
+def build_wheel(source: Path, into: Path, parts: tuple[str, ...]) -> Path:
+    """A wheel of a copy of ``parts`` of ``source`` (setuptools writes build/ and .egg-info beside what it builds)."""
+    copy = into / "source"
+    copy.mkdir()
+    for part in parts:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, copy / part, ignore=SKIP)
+        else:
+            shutil.copy(source / part, copy / part)
     command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*command, "--wheel-dir", str(into), str(source)], check=True, timeout=300, cwd=into)
+    subprocess.run([*command, "--wheel-dir", str(into), str(copy)], check=True, timeout=300, cwd=into)
     (wheel,) = into.glob("*.whl")
     return wheel
 
@@ -51,7 +65,10 @@ def wheels(tmp_path_factory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("wheels")
     (directory / "client").mkdir()
     (directory / "server").mkdir()
-    return {"client": build_wheel(CLIENT, directory / "client"), "server": build_wheel(ROOT, directory / "server")}
+    return {
+        "client": build_wheel(CLIENT, directory / "client", CLIENT_SOURCES),
+        "server": build_wheel(ROOT, directory / "server", SERVER_SOURCES),
+    }
 
 
 def test_the_sdk_wheel_holds_the_sparseq_package_and_needs_only_httpx_pydantic_and_tqdm(wheels):
