@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
 from sqlalchemy import func, select
 
 from service import sweeps as sweep_service
@@ -173,6 +174,7 @@ def content(client, headers, artifact) -> bytes:
     return response.content
 
 
+@pytest.mark.databases
 def test_the_reconciler_finishes_a_sweep_with_its_three_artifacts(client, alice, bob, sessions, store, train_file):
     import csv
     import io
@@ -224,6 +226,7 @@ def test_the_reconciler_finishes_a_sweep_with_its_three_artifacts(client, alice,
     assert client.get("/v1/sweeps/sweep_none/artifacts", headers=alice).status_code == 404
 
 
+@pytest.mark.databases
 def test_artifacts_are_made_once(client, alice, sessions, store, train_file):
     from service import sweep_report
     from service.tables import Artifact
