@@ -36,8 +36,9 @@ def list_artifacts(job_id: str, key: CurrentKey, session: SessionDep):
 )
 def list_sweep_artifacts(sweep_id: str, key: CurrentKey, session: SessionDep):
     """summary.json (the summary GET /v1/sweeps/{id} returns), summary.csv (a row per cell) and pareto.png (the
-    metric against checkpoint size and speed-up, the Pareto front and the best cell marked), once the sweep finished;
-    each downloads through GET /v1/artifacts/{artifact_id}/content. Its children's artifacts are listed on each job."""
+    metric against checkpoint size and speed-up, the Pareto front and the best cell marked), made moments after the
+    sweep finished (none while it runs); each downloads through GET /v1/artifacts/{artifact_id}/content. Its
+    children's artifacts are listed on each job."""
     return sweep_service.list_artifacts(session, owner=key.owner, sweep_id=sweep_id)
 
 
