@@ -70,6 +70,7 @@ def render_artifact(artifact: Artifact) -> ArtifactObject:
     return ArtifactObject(
         id=artifact.id,
         job_id=artifact.job_id,
+        sweep_id=artifact.sweep_id,
         kind=artifact.kind,
         filename=artifact.filename,
         bytes=artifact.bytes,

@@ -47,7 +47,8 @@ class FileStatus(StrEnum):
 
 
 class ArtifactKind(StrEnum):
-    """checkpoint: the sparse model (safetensors); report: report.json; plot: a PNG; file: any other output."""
+    """checkpoint: the sparse model (safetensors); report: report.json (a sweep's summary.json and summary.csv); plot:
+    a PNG; file: any other output."""
 
     checkpoint = "checkpoint"
     report = "report"
@@ -151,7 +152,10 @@ class EventObject(BaseModel):
 class ArtifactObject(BaseModel):
     object: Literal["artifact"] = "artifact"
     id: str
-    job_id: str
+    job_id: str | None = Field(None, description="the job that produced it; null for a sweep's artifact")
+    sweep_id: str | None = Field(
+        None, description="the sweep it summarises (summary.json, summary.csv, pareto.png); null for a job's artifact"
+    )
     kind: ArtifactKind
     filename: str
     bytes: int
@@ -181,7 +185,7 @@ class EventList(ListObject[EventObject]):
 
 
 class ArtifactList(ListObject[ArtifactObject]):
-    """Every artifact of a job, in the order they were stored (one page)."""
+    """Every artifact of a job or a sweep, in the order they were stored (one page)."""
 
 
 class JobCreate(BaseModel):

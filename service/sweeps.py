@@ -7,6 +7,9 @@ also publishes a queued job whose message never reached the broker).
 Summary: one row per cell (a combination without ``training.seed``): the metric's mean and its *sample* standard
 deviation over the cell's succeeded seeds (``statistics.stdev``, n - 1; null with one seed), its reference, sparsity,
 checkpoint bytes and speed-up where the jobs measured them.
+
+A finished sweep (succeeded, failed or cancelled) gets artifacts of its own, made by service.sweep_report: the summary
+as summary.json and summary.csv, and pareto.png.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from service import jobs as job_service
 from service.errors import APIError, Conflict, NotFound, Unprocessable
 from service.pagination import page
 from service.settings import Settings
-from service.tables import LIVE, Job, JobEvent, Sweep, utcnow
+from service.tables import LIVE, Artifact, Job, JobEvent, Sweep, utcnow
 
 SEED = "training.seed"
 MEASURES = ("value", "reference", "sparsity", "checkpoint_bytes", "speedup_latency", "speedup_throughput")
@@ -167,6 +170,16 @@ def cancel_sweep(session: Session, *, owner: str, sweep_id: str) -> Sweep:
     sweep.summary = summarize(sweep, children(session, sweep_id))
     session.flush()
     return sweep
+
+
+def list_artifacts(session: Session, *, owner: str, sweep_id: str):
+    """The sweep's own artifacts (service.sweep_report: made once it finished); its children's are theirs."""
+    from service.jobs import render_artifact
+    from service.pagination import envelope
+
+    get_sweep(session, owner=owner, sweep_id=sweep_id)
+    query = select(Artifact).where(Artifact.sweep_id == sweep_id).order_by(Artifact.created_at, Artifact.filename)
+    return envelope([render_artifact(a) for a in session.scalars(query)], has_more=False)
 
 
 def progress(sweep: Sweep, jobs: list[Job]) -> dict[str, int]:

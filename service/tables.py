@@ -1,4 +1,4 @@
-"""Tables. Every file, job and artifact belongs to one owner (the API key's owner)."""
+"""Tables. Every file, job, sweep and artifact belongs to one owner (the API key's owner)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,11 @@ class Artifact(Base):
     __tablename__ = "artifacts"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("art"))
-    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    # A job's artifact (its outputs) or a sweep's (summary.json, summary.csv, pareto.png: service.sweep_report)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE", name="fk_artifacts_sweep_id_sweeps"), index=True
+    )
     owner: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(32))  # checkpoint | report | plot
     filename: Mapped[str] = mapped_column(String(255))
@@ -127,7 +131,10 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    __table_args__ = (UniqueConstraint("job_id", "filename", name="uq_artifacts_job_filename"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "filename", name="uq_artifacts_job_filename"),
+        UniqueConstraint("sweep_id", "filename", name="uq_artifacts_sweep_filename"),
+    )
 
 
 class Sweep(Base):

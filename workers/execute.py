@@ -343,7 +343,7 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
         heartbeat.stop()
         for _, temporary, _, _ in staged:  # placed by a commit, or left over by a failure before it
             temporary.unlink(missing_ok=True)
-    _release_sweep(sessions, job_id)
+    _release_sweep(sessions, store, job_id)
     if replaced:  # the blobs of artifacts a redelivered run replaced (recorded, whatever became of the job then)
         _release_quietly(sessions, store, job_id, replaced)
     # Only a finished job loses its work directory: one interrupted by the worker's shutdown (a BaseException, which
@@ -352,8 +352,10 @@ def run_job(job_id: str, *, work_root: Path | None = None) -> str:
     return outcome
 
 
-def _release_sweep(sessions, job_id: str) -> None:
-    """A sweep's child ended: its sweep may start the next held combinations (the reconciler does it too)."""
+def _release_sweep(sessions, store: BlobStore, job_id: str) -> None:
+    """A sweep's child ended: its sweep may start the next held combinations (the reconciler does it too), or be
+    finished, and then gets its own artifacts (service.sweep_report; a failure there leaves the sweep as it is)."""
+    from service import sweep_report
     from service.sweeps import release
 
     try:
@@ -364,6 +366,9 @@ def _release_sweep(sessions, job_id: str) -> None:
             app.send_task(TASK_NAME, args=[child], queue=QUEUE)
     except Exception as error:
         log.warning("job %s: its sweep was not released (%s); the reconciler will", job_id, error)
+        return
+    if sweep_id and not started:
+        sweep_report.publish_in(sessions, store, sweep_id)  # nothing for a running sweep; logs its own failures
 
 
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

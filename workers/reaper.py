@@ -11,7 +11,9 @@ Every worker runs one in a thread (started when the worker is ready), in every d
   waiting: its worker died. (With acks-late delivery Redis would give the dead worker's message back only after the
   visibility timeout, longer than the longest job: a day by default.)
 - a ``cancelling`` job whose heartbeat is older than ``stale_after_s`` is ``cancelled``: the worker that was to finish
-  the cancel died, and nothing else would.
+  the cancel died, and nothing else would;
+- every running sweep is released (its next held combinations queued, or the sweep finished), and a few finished
+  sweeps without artifacts get them (service.sweep_report): their producer died, or they predate sweep artifacts.
 
 Several reconcilers may run at once (one per worker): a short lock in the broker lets one of them do each round, and
 whatever is published twice all the same is harmless, because the task's compare-and-set claim runs a job once.
@@ -32,6 +34,7 @@ from service import lifecycle
 from service.db import make_engine, make_sessionmaker, session_scope
 from service.queue import QUEUE, TASK_NAME, recently_taken_job_ids, waiting_job_ids
 from service.settings import Settings, get_settings
+from service.storage import BlobStore, open_store
 from service.tables import Job
 
 log = logging.getLogger("sparseq.reaper")
@@ -80,8 +83,11 @@ def cancel_orphans(sessions, stale_after_s: float) -> list[str]:
     return done
 
 
-def release_sweeps(sessions, publish) -> None:
-    """A release a worker missed (it died as a child ended) still happens: every running sweep, every round."""
+def release_sweeps(sessions, publish, store: BlobStore | None = None) -> list[str]:
+    """A release a worker missed (it died as a child ended) still happens: every running sweep, every round. With
+    ``store``, finished sweeps without artifacts get them (a few a round: the worker that finished one died before,
+    or the sweep finished before sweeps had artifacts). Returns the sweeps that got artifacts."""
+    from service import sweep_report
     from service.sweeps import release
     from service.tables import Sweep
 
@@ -92,12 +98,20 @@ def release_sweeps(sessions, publish) -> None:
             started = release(session, sweep_id)
         for job_id in started:
             publish(job_id)
+    if store is None:
+        return []
+    with sessions() as session:
+        finished = sweep_report.unpublished(session)
+    return [sweep_id for sweep_id in finished if sweep_report.publish_in(sessions, store, sweep_id)]
 
 
-def reconcile_once(broker, publish, sessions, *, reconcile_after_s: float, stale_after_s: float) -> Round:
-    """One round. ``broker``: a redis client of the broker; ``publish(job_id)`` sends the task."""
+def reconcile_once(
+    broker, publish, sessions, *, reconcile_after_s: float, stale_after_s: float, store: BlobStore | None = None
+) -> Round:
+    """One round. ``broker``: a redis client of the broker; ``publish(job_id)`` sends the task; ``store``: where
+    finished sweeps' artifacts go."""
     result = Round(cancelled=cancel_orphans(sessions, stale_after_s))
-    release_sweeps(sessions, publish)
+    release_sweeps(sessions, publish, store)
     for job_id in result.cancelled:
         log.warning("job %s: cancelling, and its worker stopped: cancelled", job_id)
     queued, running = _candidates(sessions, reconcile_after_s, stale_after_s)
@@ -125,6 +139,7 @@ def _take_round(broker, token: str, interval_s: float) -> bool:
 def start_reaper(app: Celery) -> threading.Thread:
     settings = get_settings()
     sessions = make_sessionmaker(make_engine(settings.resolved_database_url))
+    store = open_store(settings)
     interval_s = round_interval_s(settings)
     token = secrets.token_hex(8)
     stop = threading.Event()
@@ -144,6 +159,7 @@ def start_reaper(app: Celery) -> threading.Thread:
                             sessions,
                             reconcile_after_s=settings.reconcile_after_s,
                             stale_after_s=settings.stale_after_s,
+                            store=store,
                         )
             except Exception as error:  # the database or the broker may be briefly unreachable: try again next round
                 log.warning("reconciler round failed (%s: %s); trying again", type(error).__name__, error)

@@ -1,4 +1,5 @@
-"""A job's artifacts: what it produced (checkpoint, report, plots), read and downloaded by their owner only."""
+"""Artifacts: what a job produced (checkpoint, report, plots) and a finished sweep's summary files, read and
+downloaded by their owner only."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from service import jobs as job_service
+from service import sweeps as sweep_service
 from service.deps import CurrentKey, SessionDep, StoreDep
 from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download_blob
 from service.http_errors import responses
@@ -23,6 +25,21 @@ router = APIRouter(tags=["artifacts"])
 )
 def list_artifacts(job_id: str, key: CurrentKey, session: SessionDep):
     return job_service.list_artifacts(session, owner=key.owner, job_id=job_id)
+
+
+@router.get(
+    "/v1/sweeps/{sweep_id}/artifacts",
+    response_model=ArtifactList,
+    operation_id="listSweepArtifacts",
+    summary="List a sweep's artifacts",
+    responses=responses(401, 404),
+)
+def list_sweep_artifacts(sweep_id: str, key: CurrentKey, session: SessionDep):
+    """summary.json (the summary GET /v1/sweeps/{id} returns), summary.csv (a row per cell) and pareto.png (the
+    metric against checkpoint size and speed-up, the Pareto front and the best cell marked), made moments after the
+    sweep finished (none while it runs); each downloads through GET /v1/artifacts/{artifact_id}/content. Its
+    children's artifacts are listed on each job."""
+    return sweep_service.list_artifacts(session, owner=key.owner, sweep_id=sweep_id)
 
 
 @router.get(

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
+from service import sweep_report
 from service import sweeps as sweep_service
-from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep
+from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep, StoreDep
 from service.http_errors import responses
 from service.schemas import SweepCreate, SweepList, SweepObject
 
@@ -77,7 +78,10 @@ def get_sweep(sweep_id: str, key: CurrentKey, session: SessionDep):
     operation_id="cancelSweep",
     responses=responses(401, 404),
 )
-def cancel_sweep(sweep_id: str, key: CurrentKey, session: SessionDep):
-    """Idempotent: held combinations never start, queued children are cancelled, running ones stop between steps."""
+def cancel_sweep(sweep_id: str, key: CurrentKey, session: SessionDep, store: StoreDep):
+    """Idempotent: held combinations never start, queued children are cancelled, running ones stop between steps.
+    The cancelled sweep's artifacts (summary.json, summary.csv, pareto.png) are made before the answer."""
     sweep = sweep_service.cancel_sweep(session, owner=key.owner, sweep_id=sweep_id)
+    session.commit()  # the cancel stands whatever becomes of its artifacts
+    sweep_report.publish(session, store, sweep.id)
     return sweep_service.render(session, sweep)

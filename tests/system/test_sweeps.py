@@ -48,6 +48,21 @@ def test_a_sweep_respects_max_parallel_and_summarises_its_children(api):
         assert row["n"] == 2
         assert row["value_mean"] == pytest.approx(statistics.mean(values))
         assert row["value_std"] == pytest.approx(statistics.stdev(values))
+    artifacts = sweep_artifacts(api, sweep_id)  # made by the worker that ended the last child, just after
+    assert set(artifacts) == {"summary.json", "summary.csv", "pareto.png"}
+    summary = api.http.get(f"/v1/artifacts/{artifacts['summary.json']['id']}/content")
+    assert summary.status_code == 200 and summary.json() == sweep["summary"]
+    picture = api.http.get(f"/v1/artifacts/{artifacts['pareto.png']['id']}/content").content
+    assert picture.startswith(b"\x89PNG") and len(picture) > 10_000
+
+
+def sweep_artifacts(api, sweep_id: str, timeout: float = 30) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = api.http.get(f"/v1/sweeps/{sweep_id}/artifacts").json()["data"]
+        if len(listed) == 3 or time.monotonic() > deadline:
+            return {a["filename"]: a for a in listed}
+        time.sleep(0.2)
 
 
 def test_a_bad_combination_queues_nothing(api):
@@ -73,3 +88,4 @@ def test_cancel_a_running_sweep(api):
     assert ended["status"] == "cancelled"
     time.sleep(1)
     assert len(api.http.get(f"/v1/sweeps/{sweep['id']}").json()["jobs"]) == 1, json.dumps(cancelled)
+    assert set(sweep_artifacts(api, sweep["id"], timeout=1)) == {"summary.json", "summary.csv", "pareto.png"}
