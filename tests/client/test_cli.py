@@ -3,14 +3,17 @@ environment."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers.processes import navigation_recipe
@@ -123,3 +126,39 @@ def test_the_cli_learns_tasks_and_purposes_from_the_api(server, tmp_path):
     path.write_text("a b c\n")
     refused = run("files", "upload", str(path), "--purpose", "poetry", server=server)
     assert refused.returncode == 1 and "lm_text" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_sweep_from_a_yaml_file_is_followed_summarised_and_downloaded(server, tmp_path):
+    """``sparseq sweeps create sweep.yaml --wait`` over a 2 x 2 grid (sparsity x seed), then list, retrieve and
+    download: summary.csv's means and stds are those of the child jobs' metrics, computed here."""
+    sweep_file = tmp_path / "sweep.yaml"
+    grid = {"method.target_sparsity": [0.5, 0.8], "training.seed": [0, 1]}
+    base = navigation_recipe(steps_per_epoch=3, epochs=1)
+    sweep_file.write_text(yaml.safe_dump({"recipe": base, "grid": grid, "max_parallel": 2}))
+    created = run("sweeps", "create", str(sweep_file), "--wait", "--timeout", "400", server=server)
+    assert created.returncode == 0, created.stderr
+    sweep = json.loads(created.stdout)
+    assert (sweep["status"], sweep["combinations"], len(sweep["jobs"])) == ("succeeded", 4, 4)
+    assert f"{sweep['id']}: succeeded, 4 combinations (4 succeeded)" in created.stderr.splitlines()
+    assert sweep["id"] in [json.loads(line)["id"] for line in run("sweeps", "list", server=server).stdout.splitlines()]
+    assert json.loads(run("sweeps", "retrieve", sweep["id"], server=server).stdout)["summary"] == sweep["summary"]
+
+    out = tmp_path / "out"
+    downloaded = run("sweeps", "download", sweep["id"], "-d", str(out), "--jobs", server=server)
+    assert downloaded.returncode == 0, downloaded.stderr
+    names = {Path(line).relative_to(out).as_posix() for line in downloaded.stdout.splitlines()}
+    assert {"summary.json", "summary.csv", "pareto.png"} <= names
+    assert {f"{job_id}/model.safetensors" for job_id in sweep["jobs"]} <= names
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    values: dict[float, list[float]] = {}
+    for job_id in sweep["jobs"]:
+        job = json.loads(run("jobs", "get", job_id, server=server).stdout)
+        values.setdefault(job["recipe"]["method"]["target_sparsity"], []).append(job["metrics"]["value"])
+    with open(out / "summary.csv", newline="") as handle:
+        rows = {float(row["method.target_sparsity"]): row for row in csv.DictReader(handle)}
+    assert set(rows) == {0.5, 0.8}
+    for sparsity, seeds in values.items():
+        assert len(seeds) == 2 and int(rows[sparsity]["n"]) == 2
+        assert float(rows[sparsity]["mean"]) == pytest.approx(statistics.mean(seeds), rel=1e-6)
+        assert float(rows[sparsity]["std"]) == pytest.approx(statistics.stdev(seeds), rel=1e-6, abs=1e-9)
