@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import email
 import json
-import shutil
 import site
 import subprocess
 import sys
 import venv
-import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CLIENT = ROOT / "client"
+from tests.helpers.packaging import CLIENT, SERVER, build_wheel, record, wheel_text
+
 HEAVY = {"torch", "numpy", "compress", "service", "workers", "fastapi", "sqlalchemy", "celery", "yaml"}
 
 
@@ -28,67 +26,30 @@ def test_importing_the_sdk_loads_nothing_of_ours_and_no_torch():
     assert HEAVY.isdisjoint(loaded), HEAVY.intersection(loaded)
 
 
-SERVER_SOURCES = ("pyproject.toml", "README.md", "compress", "service", "workers", "migrations")
-CLIENT_SOURCES = ("pyproject.toml", "sparseq")
-SKIP = shutil.ignore_patterns("__pycache__", "build", "*.egg-info")
-
-
-def build_wheel(source: Path, into: Path, parts: tuple[str, ...]) -> Path:
-    """A wheel of a copy of ``parts`` of ``source`` (setuptools writes build/ and .egg-info beside what it builds)."""
-    copy = into / "source"
-    copy.mkdir()
-    for part in parts:
-        if (source / part).is_dir():
-            shutil.copytree(source / part, copy / part, ignore=SKIP)
-        else:
-            shutil.copy(source / part, copy / part)
-    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*command, "--wheel-dir", str(into), str(copy)], check=True, timeout=300, cwd=into)
-    (wheel,) = into.glob("*.whl")
-    return wheel
-
-
-def record(wheel: Path) -> set[str]:
-    """The files a wheel installs (its RECORD), without its own .dist-info."""
-    with zipfile.ZipFile(wheel) as archive:
-        text = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/RECORD"))).decode()
-    return {line.split(",")[0] for line in text.splitlines() if line and ".dist-info/" not in line.split(",")[0]}
-
-
-def entry_points(wheel: Path) -> str:
-    with zipfile.ZipFile(wheel) as archive:
-        return archive.read(next(n for n in archive.namelist() if n.endswith("/entry_points.txt"))).decode()
-
-
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory) -> dict[str, Path]:
     directory = tmp_path_factory.mktemp("wheels")
-    (directory / "client").mkdir()
-    (directory / "server").mkdir()
     return {
-        "client": build_wheel(CLIENT, directory / "client", CLIENT_SOURCES),
-        "server": build_wheel(ROOT, directory / "server", SERVER_SOURCES),
+        "client": build_wheel(CLIENT, directory / "client"),
+        "server": build_wheel(SERVER, directory / "server"),
     }
 
 
 def test_the_sdk_wheel_holds_the_sparseq_package_and_needs_only_httpx_pydantic_and_tqdm(wheels):
     wheel = wheels["client"]
     assert wheel.name.startswith("sparseq-0.1.0-")
-    with zipfile.ZipFile(wheel) as archive:
-        metadata = email.message_from_bytes(
-            archive.read(next(n for n in archive.namelist() if n.endswith("/METADATA")))
-        )
+    metadata = email.message_from_string(wheel_text(wheel, "METADATA"))
     assert all(name.startswith("sparseq/") for name in record(wheel))
     assert "sparseq/py.typed" in record(wheel)
     requires = [r for r in metadata.get_all("Requires-Dist") if "extra ==" not in r]
     assert sorted(r.split(">")[0] for r in requires) == ["httpx", "pydantic", "tqdm"]
-    assert "sparseq = sparseq.cli:main" in entry_points(wheel)
+    assert "sparseq = sparseq.cli:main" in wheel_text(wheel, "entry_points.txt")
 
 
 def test_both_wheels_install_into_one_environment_without_sharing_a_file_and_both_commands_run(wheels, tmp_path):
     client, server = record(wheels["client"]), record(wheels["server"])
     assert client & server == set(), sorted(client & server)
-    assert "sparseq" not in entry_points(wheels["server"]).split("sparseqd")[0]  # only sparseqd there
+    assert "sparseq" not in wheel_text(wheels["server"], "entry_points.txt").split("sparseqd")[0]  # only sparseqd there
     assert not any(name.startswith("sparseq/") for name in server)
 
     # A fresh environment that installs both wheels (no dependencies: those of this test's environment are made

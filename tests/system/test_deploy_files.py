@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers.packaging import SERVER, build_wheel
 from tests.helpers.processes import ROOT, which_outside_venv
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -133,25 +134,7 @@ def test_dockerfile_shape():
 
 
 def test_the_wheel_carries_the_migrations(tmp_path):
-    built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if built.returncode != 0:
-        pytest.skip(f"cannot build a wheel here: {built.stderr[-500:]}")
-    (wheel,) = tmp_path.glob("sparseq-*.whl")
+    wheel = build_wheel(SERVER, tmp_path)
+    assert wheel.name.startswith("sparseq_server-")
     names = zipfile.ZipFile(wheel).namelist()
     assert any(name.endswith("migrations/env.py") for name in names), "no migrations/env.py in the wheel"
