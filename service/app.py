@@ -67,7 +67,8 @@ def create_app(settings: Settings | None = None, *, queue=None) -> FastAPI:
     app.state.key_cache = KeyCache()
     app.state.job_cache = TTLCache(JOB_CACHE_S)
     app.state.job_reads = SingleFlight()
-    app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
+    app.state.rate_limits = RateLimits(settings)  # the dashboard's forms count against the same limits
+    app.add_middleware(RateLimitMiddleware, limits=app.state.rate_limits)
     app.add_middleware(LatencyMiddleware, histogram=latency)  # outermost: a refused request is timed too
 
     http_errors.install(app)

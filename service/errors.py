@@ -50,5 +50,15 @@ class RangeNotSatisfiable(APIError):
     status, code = 416, "range_not_satisfiable"
 
 
+class RateLimited(APIError):
+    """Too many requests of one kind for a key; ``Retry-After`` says when it may try again."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(APIError):
     status, code = 503, "unavailable"

@@ -19,6 +19,7 @@ from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import hash_key
+from service.errors import RateLimited
 from service.settings import Settings
 
 log = logging.getLogger("sparseq.api")
@@ -41,6 +42,19 @@ class RateLimits:
             ("POST", "/v1/estimate"): ("estimates", parse_many(settings.rate_limit_estimates)),
         }
         self.limiter = MovingWindowRateLimiter(storage_from_string(storage_url(settings)))
+
+    def check(self, name: str, key_hash: str) -> None:
+        """Count one request of kind ``name`` (jobs, uploads, estimates) for the key with this hash: the dashboard's
+        forms, which the middleware does not see (they are signed in by cookie), share the key's count with the API.
+        Raises RateLimited when a limit is spent; serves when the counter's store is down, as the middleware does."""
+        items = next(items for kind, items in self.routes.values() if kind == name)
+        try:
+            wait = self.retry_after(name, items, key_hash)
+        except Exception as error:
+            log.warning("rate limit not checked (%s: %s)", type(error).__name__, error)
+            return
+        if wait is not None:
+            raise RateLimited(refusal(name, items, wait), retry_after=wait)
 
     def retry_after(self, name: str, items: list[RateLimitItem], key_hash: str) -> int | None:
         """Count one request; seconds until the key may try again when a limit is spent, else None."""
@@ -70,14 +84,7 @@ class RateLimitMiddleware:
         if wait is None:
             await self.app(scope, receive, send)
             return
-        limit = ", ".join(str(item) for item in items)
-        body = {
-            "error": {
-                "code": "rate_limited",
-                "message": f"too many {name} for this API key (limit: {limit}); retry after {wait} s",
-                "param": None,
-            }
-        }
+        body = RateLimited(refusal(name, items, wait), retry_after=wait).body()
         payload = json.dumps(body).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -86,6 +93,11 @@ class RateLimitMiddleware:
         ]
         await send({"type": "http.response.start", "status": 429, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def refusal(name: str, items: list[RateLimitItem], wait: int) -> str:
+    limit = ", ".join(str(item) for item in items)
+    return f"too many {name} for this API key (limit: {limit}); retry after {wait} s"
 
 
 def _bearer(scope) -> str | None:

@@ -131,9 +131,11 @@ def new_job(
     files = {role: file_id for role, file_id in (("train", train), ("valid", valid)) if file_id}
     context = _form(session, key, recipe, files, idempotency_key or secrets.token_urlsafe(16))
     digest = hashlib.sha256(json.dumps([recipe, files]).encode()).hexdigest()
+    limits = request.app.state.rate_limits
     try:
         raw = _parse_recipe_text(recipe)
         if action == "create" and estimated == digest:
+            limits.check("jobs", key.key_hash)
             body = JobCreate(recipe=raw, files=files)
             job = job_routes.create_job(
                 body=body,
@@ -147,11 +149,14 @@ def new_job(
             return RedirectResponse(f"/ui/jobs/{job.id}", status_code=303)
         if action == "create":
             context["notice"] = "The recipe or its files changed since the estimate: here is the new one."
+        limits.check("estimates", key.key_hash)
         context["estimate"] = system_routes.estimate(body=EstimateRequest(recipe=raw), key=key)
         context["estimated"] = digest
     except APIError as error:
         context["error"] = error
-        return page(request, "new_job.html", error.status, key=key, **context)
+        response = page(request, "new_job.html", error.status, key=key, **context)
+        response.headers.update(error.headers or {})  # Retry-After of a rate limit
+        return response
     return page(request, "new_job.html", key=key, **context)
 
 
@@ -223,15 +228,18 @@ def files_page(request: Request, key: UiKey, session: SessionDep, after: str | N
 async def upload(request: Request, key: UiKey, session: SessionDep, store: StoreDep, settings: SettingsDep):
     """The form posts multipart/form-data with 'purpose' and 'file', exactly what POST /v1/files takes."""
     try:
+        await run_in_threadpool(request.app.state.rate_limits.check, "uploads", key.key_hash)
         received = await receive_upload(request, store, settings.max_upload_bytes)
         file = await run_in_threadpool(file_service.create_file, session, store, owner=key.owner, upload=received)
     except APIError as error:
         listing = await run_in_threadpool(
             file_routes.list_files, key=key, session=session, after=None, limit=50, purpose=None
         )
-        return page(
+        response = page(
             request, "files.html", error.status, key=key, files=listing, purposes=list(tasks.purposes()), error=error
         )
+        response.headers.update(error.headers or {})
+        return response
     return RedirectResponse(f"/ui/files?uploaded={file.id}", status_code=303)
 
 

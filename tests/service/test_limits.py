@@ -253,3 +253,43 @@ def test_a_file_deleted_while_its_content_is_requested_is_a_404_not_a_500(app, a
         response = client.get(f"/v1/files/{created['id']}/content", headers=alice)
     assert calls and response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_the_dashboards_forms_count_against_the_same_limits_as_the_api(make_app, lm_bytes):
+    """The dashboard signs in by cookie (the middleware sees no bearer key): its job form, its estimates and its
+    uploads are counted per key with the API's requests, and refused the same way."""
+    import json
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from tests.helpers.api import new_key
+
+    limits = {"rate_limit_jobs": "2/minute", "rate_limit_estimates": "3/minute", "rate_limit_uploads": "1/minute"}
+    app = make_app(rate_limit_storage_url="memory://", **limits)
+    key = new_key(app, "alice")
+    headers = {"Authorization": f"Bearer {key}"}
+    with TestClient(app) as api, TestClient(app, follow_redirects=False) as browser:
+        assert browser.post("/ui/signin", data={"api_key": key}).status_code == 303
+        assert submit(api, headers, ADDING).status_code == 201  # the API spends one of the two jobs
+        form = {"recipe": json.dumps(ADDING), "idempotency_key": "ui-limits"}
+        estimated = browser.post("/ui/jobs/new", data={**form, "action": "estimate"})  # estimate 1 of 3
+        digest = re.search(r'name="estimated" value="(\w+)"', estimated.text).group(1)
+        created = browser.post("/ui/jobs/new", data={**form, "action": "create", "estimated": digest})
+        assert created.status_code == 303  # the second job
+        form["idempotency_key"] = "ui-limits-2"
+        refused = browser.post("/ui/jobs/new", data={**form, "action": "create", "estimated": digest})
+        assert refused.status_code == 429 and "too many jobs for this API key" in refused.text
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        assert submit(api, headers, ADDING).status_code == 429  # and the API agrees: the key's two are spent
+
+        assert api.post("/v1/estimate", headers=headers, json={"recipe": ADDING}).status_code == 200  # 2 of 3
+        assert browser.post("/ui/jobs/new", data={**form, "action": "estimate"}).status_code == 200  # 3 of 3
+        assert browser.post("/ui/jobs/new", data={**form, "action": "estimate"}).status_code == 429
+
+        uploaded = browser.post("/ui/files", data={"purpose": "lm_text"}, files={"file": ("a.txt", lm_bytes)})
+        assert uploaded.status_code == 303
+        again = browser.post("/ui/files", data={"purpose": "lm_text"}, files={"file": ("b.txt", lm_bytes)})
+        assert again.status_code == 429 and "too many uploads" in again.text
+        assert len(api.get("/v1/files", headers=headers).json()["data"]) == 1  # the refused upload stored nothing
+        assert len(api.get("/v1/jobs", headers=headers).json()["data"]) == 2
