@@ -252,8 +252,8 @@ def test_a_5xx_read_is_retried_with_a_jittered_growing_back_off_then_raised():
         client.jobs.retrieve("job_1")
     gaps = [b.at - a.at for a, b in itertools.pairwise(received)]
     assert len(received) == 4
-    for attempt, gap in enumerate(gaps):  # 0.1·2^n times a factor in [0.5, 1], plus the round trip
-        assert 0.1 * 2**attempt * 0.5 - 0.01 <= gap <= 0.1 * 2**attempt + 0.25, gaps
+    for attempt, gap in enumerate(gaps):  # 0.1·2^n times a factor in [0.5, 1], plus the round trip (a loaded CI)
+        assert 0.1 * 2**attempt * 0.5 - 0.01 <= gap <= 0.1 * 2**attempt + 1.0, gaps
 
 
 def test_retry_after_as_an_http_date_is_honoured_and_a_long_one_is_not_waited_for():
