@@ -272,7 +272,7 @@ class Recipe(_Strict):
     model: ModelSpec
     method: Method
     training: TrainingSpec = TrainingSpec()
-    baselines: list[Baseline] = Field(default_factory=list, max_length=2)
+    baselines: list[Baseline] = Field(default_factory=list, max_length=2, json_schema_extra={"uniqueItems": True})
     reference: Reference = Field(
         "auto",
         description="what the result is judged against: auto = dense for pruning methods, dense_same_params for "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request, Security
+from fastapi import Depends, Header, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -81,3 +81,10 @@ async def current_key(
 
 
 CurrentKey = Annotated[ApiKey, Depends(current_key)]
+
+# A page's cursor: the id of the last object of the previous page (an empty one is no cursor). Ids are a prefix and
+# 24 hex digits; anything else is refused by validation (422), an id of no object of the key's is 404.
+ID_PATTERN = r"^([a-z]+_[0-9a-f]{24})?$"
+CURSOR = "the last id of the previous page (its last_id); empty or absent: the first page"
+Cursor = Annotated[str | None, Query(pattern=ID_PATTERN, description=CURSOR)]
+EventCursor = Annotated[str | None, Query(pattern=r"^(evt_[0-9]+)?$", description=CURSOR)]  # events count up

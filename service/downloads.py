@@ -18,7 +18,7 @@ from pydantic import WithJsonSchema
 from starlette.responses import FileResponse, MalformedRangeHeader, StreamingResponse
 from starlette.responses import RangeNotSatisfiable as UnsatisfiableRange
 
-from service.errors import BadRequest, RangeNotSatisfiable
+from service.errors import RangeNotSatisfiable
 from service.storage import BlobStore, S3BlobStore
 
 MEDIA_TYPE = "application/octet-stream"
@@ -26,12 +26,15 @@ SHA256_HEADER = "X-Content-SHA256"
 
 RANGE_DESCRIPTION = (
     "one byte range, e.g. 'bytes=0-1023', 'bytes=1024-' or 'bytes=-512' (the last 512 bytes): answered with 206 and "
-    "Content-Range; a request for several ranges gets the whole content (200)"
+    "Content-Range; a request for several ranges, or a range that is not one (last before first), gets the whole "
+    "content (200), as RFC 9110 lets a server ignore an invalid range; one that starts past the end is 416"
 )
 # The two request headers of a content route, as parameters. A header is a string or absent, never null: the schema
 # says so (pydantic's own for `str | None` would be anyOf string/null, which generators carry into their types).
 RangeHeader = Annotated[
-    str | None, WithJsonSchema({"type": "string"}), Header(alias="Range", description=RANGE_DESCRIPTION)
+    str | None,
+    WithJsonSchema({"type": "string"}),  # any string: one that is no range is ignored, not refused
+    Header(alias="Range", description=RANGE_DESCRIPTION),
 ]
 IfRangeHeader = Annotated[str | None, Header(alias="If-Range", include_in_schema=False)]
 _BINARY = {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}
@@ -57,8 +60,13 @@ CONTENT_RESPONSES = {
 class _OneRange(FileResponse):
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
-        ranges = super()._parse_range_header(http_range, file_size)
-        return ranges if len(ranges) == 1 else []  # [] = send the whole file
+        """One range, or [] (= the whole content) for several ranges and for a header that is no range at all (RFC
+        9110 lets a server ignore an invalid Range); a range starting past the end raises RangeNotSatisfiable."""
+        try:
+            ranges = super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
+        return ranges if len(ranges) == 1 else []
 
 
 def download(path: Path, *, filename: str, sha256: str, byte_range: str | None, if_range: str | None) -> FileResponse:
@@ -71,8 +79,6 @@ def download(path: Path, *, filename: str, sha256: str, byte_range: str | None, 
     size = int(response.headers["content-length"])
     try:
         _OneRange._parse_range_header(byte_range, size)
-    except MalformedRangeHeader as error:
-        raise BadRequest(f"{error.content} (got {byte_range!r})", param="Range", code="invalid_range") from None
     except UnsatisfiableRange:
         raise RangeNotSatisfiable(
             f"the range {byte_range!r} starts past the end of the content ({size} bytes)",
@@ -102,8 +108,6 @@ def download_blob(
     if byte_range is not None and (if_range is None or if_range == etag):
         try:
             ranges = _OneRange._parse_range_header(byte_range, size)
-        except MalformedRangeHeader as error:
-            raise BadRequest(f"{error.content} (got {byte_range!r})", param="Range", code="invalid_range") from None
         except UnsatisfiableRange:
             raise RangeNotSatisfiable(
                 f"the range {byte_range!r} starts past the end of the content ({size} bytes)",

@@ -262,7 +262,7 @@ def list_events(session: Session, *, owner: str, job_id: str, after: str | None,
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after:
         if not after.startswith("evt_") or not after[4:].isdigit():
-            raise BadRequest(f"no event {after!r} to page after", param="after")
+            raise NotFound(f"no event {after!r} to page after", param="after")
         query = query.where(JobEvent.id < int(after[4:]))
     rows = list(session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
     return envelope([render_event(e) for e in rows[:limit]], has_more=len(rows) > limit)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
-from service.errors import BadRequest
+from service.errors import NotFound
 from service.schemas import ListObject
 
 
@@ -29,7 +29,7 @@ def page(
             select(model.created_at, model.id).where(model.id == after, model.owner == owner)
         ).first()
         if anchor is None:
-            raise BadRequest(f"no object {after!r} to page after", param="after")
+            raise NotFound(f"no object {after!r} to page after", param="after")
         created, identifier = anchor
         query = query.where(or_(model.created_at < created, and_(model.created_at == created, model.id < identifier)))
     rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))

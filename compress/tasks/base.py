@@ -39,10 +39,17 @@ class RecipeError(ValueError):
         self.field = field
 
 
+def _tag_is_required(schema: dict[str, Any], cls: type) -> None:
+    """A section chosen by its ``type`` (a task, a method) cannot be given without it, default or not: the recipe's
+    unions are discriminated by that tag, so the schema requires it too."""
+    if "type" in schema.get("properties", {}) and "type" not in schema.get("required", []):
+        schema["required"] = ["type", *schema.get("required", [])]
+
+
 class StrictModel(BaseModel):
     """Every recipe section forbids unknown fields (a typo is an error naming the field) and is immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_tag_is_required)
 
 
 @dataclass(frozen=True)

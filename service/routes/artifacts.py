@@ -57,7 +57,7 @@ def get_artifact(artifact_id: str, key: CurrentKey, session: SessionDep):
     response_class=FileResponse,
     operation_id="downloadArtifact",
     summary="Download an artifact's content",
-    responses={**CONTENT_RESPONSES, **responses(400, 401, 404, 416)},
+    responses={**CONTENT_RESPONSES, **responses(401, 404, 416)},
 )
 def artifact_content(
     artifact_id: str,

@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from service import files as file_service
-from service.deps import CurrentKey, SessionDep, SettingsDep, StoreDep
+from service.deps import CurrentKey, Cursor, SessionDep, SettingsDep, StoreDep
 from service.downloads import CONTENT_RESPONSES, IfRangeHeader, RangeHeader, download_blob
 from service.http_errors import responses
 from service.schemas import DeletedObject, FileList, FileObject, FilePurpose
@@ -49,11 +49,11 @@ async def upload_file(request: Request, key: CurrentKey, session: SessionDep, st
     return file_service.render(file)
 
 
-@router.get("", response_model=FileList, operation_id="listFiles", responses=responses(400, 401))
+@router.get("", response_model=FileList, operation_id="listFiles", responses=responses(401, 404, 422))
 def list_files(
     key: CurrentKey,
     session: SessionDep,
-    after: str | None = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     purpose: FilePurpose | None = None,
 ):
@@ -72,7 +72,7 @@ def get_file(file_id: str, key: CurrentKey, session: SessionDep):
     response_class=FileResponse,
     operation_id="downloadFile",
     summary="Download a file's content",
-    responses={**CONTENT_RESPONSES, **responses(400, 401, 404, 416)},
+    responses={**CONTENT_RESPONSES, **responses(401, 404, 416)},
 )
 def file_content(
     file_id: str,

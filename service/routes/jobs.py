@@ -6,7 +6,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from service import jobs as job_service
-from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep
+from service.deps import CurrentKey, Cursor, EventCursor, QueueDep, SessionDep, SettingsDep
 from service.errors import ServiceUnavailable
 from service.http_errors import responses
 from service.schemas import EventList, JobCreate, JobList, JobObject, JobStatus
@@ -53,11 +53,11 @@ def create_job(
     return job_service.render(job)
 
 
-@router.get("/v1/jobs", response_model=JobList, operation_id="listJobs", responses=responses(400, 401, 422))
+@router.get("/v1/jobs", response_model=JobList, operation_id="listJobs", responses=responses(401, 404, 422))
 def list_jobs(
     key: CurrentKey,
     session: SessionDep,
-    after: str | None = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     status: JobStatus | None = None,
 ):
@@ -101,13 +101,13 @@ async def get_job(job_id: str, key: CurrentKey, request: Request):
     response_model=EventList,
     operation_id="listJobEvents",
     summary="List a job's events",
-    responses=responses(400, 401, 404),
+    responses=responses(401, 404, 422),
 )
 def list_events(
     job_id: str,
     key: CurrentKey,
     session: SessionDep,
-    after: str | None = None,
+    after: EventCursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ):
     """Newest first. ``after`` is an event id (``evt_...``) from a previous page."""

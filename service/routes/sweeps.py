@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from service import sweep_report
 from service import sweeps as sweep_service
-from service.deps import CurrentKey, QueueDep, SessionDep, SettingsDep, StoreDep
+from service.deps import CurrentKey, Cursor, QueueDep, SessionDep, SettingsDep, StoreDep
 from service.http_errors import responses
 from service.schemas import SweepCreate, SweepList, SweepObject
 
@@ -56,11 +56,11 @@ def create_sweep(
     return sweep_service.render(session, sweep)
 
 
-@router.get("/v1/sweeps", response_model=SweepList, operation_id="listSweeps", responses=responses(400, 401, 422))
+@router.get("/v1/sweeps", response_model=SweepList, operation_id="listSweeps", responses=responses(401, 404, 422))
 def list_sweeps(
     key: CurrentKey,
     session: SessionDep,
-    after: str | None = None,
+    after: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ):
     return sweep_service.list_sweeps(session, owner=key.owner, after=after, limit=limit)

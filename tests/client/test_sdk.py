@@ -154,13 +154,16 @@ def test_errors_from_the_service_are_one_class_per_status_under_one_base(sparseq
     with pytest.raises(UnprocessableEntityError) as invalid:
         sparseq.jobs.create({"task": {"type": "no_such_task"}})
     assert invalid.value.param.startswith("recipe")
-    with pytest.raises(BadRequestError) as cursor:
-        sparseq._send(Call("GET", "/v1/jobs", params={"after": "job_x"}))  # a cursor no listing gave
-    assert (cursor.value.status, cursor.value.param) == (400, "after")
+    with pytest.raises(UnprocessableEntityError) as cursor:
+        sparseq._send(Call("GET", "/v1/jobs", params={"after": "job_x"}))  # not an id: no listing gave it
+    assert (cursor.value.status, cursor.value.param) == (422, "after")
+    with pytest.raises(BadRequestError) as body:  # a file role the task does not take
+        sparseq.jobs.create(QUICK, files={"poems": "file_x"})
+    assert (body.value.status, body.value.param) == (400, "files.poems")
     with Sparseq("sk_not-a-key-at-all-xxxxxxxx", server.url) as stranger, pytest.raises(AuthenticationError) as who:
         stranger.jobs.retrieve("job_nope")
     assert (who.value.status, who.value.code) == (401, "invalid_api_key")
-    for error in (missing.value, invalid.value, cursor.value, who.value):
+    for error in (missing.value, invalid.value, cursor.value, body.value, who.value):
         assert isinstance(error, APIStatusError) and isinstance(error, SparseqError)
         assert error.response.status_code == error.status
 

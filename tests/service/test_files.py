@@ -377,7 +377,7 @@ def test_list_filters_by_purpose_and_an_empty_list_has_no_ids(client, alice, lm_
     [
         ({"limit": 0}, 422, error("invalid_request", "Input should be greater than or equal to 1", "limit")),
         ({"limit": 101}, 422, error("invalid_request", "Input should be less than or equal to 100", "limit")),
-        ({"after": "file_nope"}, 400, error("bad_request", "no object 'file_nope' to page after", "after")),
+        ({"after": "file_" + "0" * 24}, 404, error("not_found", f"no object 'file_{'0' * 24}' to page after", "after")),
     ],
 )
 def test_list_rejects_bad_paging_parameters(params, status, body, client, alice):
@@ -391,8 +391,8 @@ def test_another_owners_id_as_cursor_is_treated_as_unknown(client, alice, bob):
     secret = upload_ok(client, bob, b"bob\n")["id"]
 
     response = client.get("/v1/files", headers=alice, params={"after": secret})
-    assert response.status_code == 400
-    assert response.json() == error("bad_request", f"no object {secret!r} to page after", "after")
+    assert response.status_code == 404
+    assert response.json() == error("not_found", f"no object {secret!r} to page after", "after")
 
 
 def test_get_one_returns_the_uploaded_object(client, alice, lm_bytes):

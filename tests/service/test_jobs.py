@@ -505,12 +505,14 @@ def test_events_page_newest_first(client, alice, sessions, train_file):
     assert seen[0]["data"] == {"step": 4, "loss": 1.0}
 
 
-def test_a_malformed_event_cursor_is_400_like_other_lists(client, alice, train_file):
+def test_an_event_cursor_is_checked_like_other_lists(client, alice, train_file):
     job = create_job_ok(client, alice, train_file["id"])
-    response = client.get(f"/v1/jobs/{job['id']}/events", headers=alice, params={"after": "job_x"})
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "bad_request"
-    assert response.json()["error"]["param"] == "after"
+    malformed = client.get(f"/v1/jobs/{job['id']}/events", headers=alice, params={"after": "job_x"})
+    assert (malformed.status_code, malformed.json()["error"]["param"]) == (422, "after")  # not an id at all
+    events = client.get(f"/v1/jobs/{job['id']}/events", headers=alice).json()["data"]
+    assert events and all(e["id"].startswith("evt_") for e in events)
+    after_last = client.get(f"/v1/jobs/{job['id']}/events", headers=alice, params={"after": events[-1]["id"]})
+    assert after_last.status_code == 200 and after_last.json()["data"] == []  # event ids count: nothing older
 
 
 # -- artifacts ----------------------------------------------------------------------------------------------------
