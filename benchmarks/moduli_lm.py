@@ -24,6 +24,15 @@ What runs here (every job a recipe a user could submit, through ``compress.run``
 
 Regime: equal epochs, far from convergence (a few hundred steps; the paper trains ~45k). Say so when quoting it.
 
+Paper-scale cost (estimated, not run): WikiText-2 has 2.09M training tokens, 2,984 steps an epoch at bptt 35 x batch
+20; the paper's 15 epochs to 90% plus 5 to 98% are ~60k steps. One step of the 3 x 650 tanh RNN with its 33,278-word
+decoder took 18-23 s on one thread of this (loaded) CPU, i.e. ~2 weeks a run: CPU is out. GPU: one 650-unit LSTM layer
+at seq 35, batch 20 takes 2.1 ms fwd+bwd on an H100 (benchmarks/results/predefined_speed_h100.txt; a tanh layer is no
+slower, the step is latency-bound); 3 layers + the decoder GEMMs (~45 GFLOP a step) + optimiser, masks and penalty:
+~8-10 ms a step, ~10 min a run. This script's grid at paper scale (4 sparse variants x 2 sparsities + dense, 3 seeds,
+lottery for torus and Klein) is 39 runs: ~6.5 GPU-hours on an H100/H200 (~3.5 if 98% continues the 90% run, as in
+the paper); several latency-bound runs share one GPU, so the wall time can be a fraction of that.
+
     python benchmarks/moduli_lm.py                      # the recorded CPU run (2 seeds)
     python benchmarks/moduli_lm.py --quick              # smoke run, a minute
 """
