@@ -33,6 +33,14 @@ slower, the step is latency-bound); 3 layers + the decoder GEMMs (~45 GFLOP a st
 lottery for torus and Klein) is 39 runs: ~6.5 GPU-hours on an H100/H200 (~3.5 if 98% continues the 90% run, as in
 the paper); several latency-bound runs share one GPU, so the wall time can be a fraction of that.
 
+Recorded (benchmarks/results/moduli_lm_cpu.txt, 2 seeds, 200 steps a run, 796 s CPU): the ordering did NOT hold.
+Validation perplexity, dense 291.8 +- 5.0. At 90%: no regulariser 367.4 +- 4.4, plain L1 368.4 +- 3.0, torus DoG
+368.0 +- 2.6, Klein DoG 368.4 +- 3.0 (all within 1 ppl, inside the seed spread; 1.26x dense). At 98%: no regulariser
+563.1 +- 2.9, plain L1 560.5 +- 6.2, torus 569.2 +- 12.3, Klein 580.7 +- 16.3 (the DoG variants slightly worse).
+Lottery re-init: 90% torus 401.8, Klein 399.1 (+9%, beyond the seed spread); 98% torus 522.4, Klein 521.7 (better
+than the pruned-while-training runs: fixed masks from step 0 beat pruning to 98% during 200 steps).
+At this scale the penalty hardly moves Adam's updates (the variants track no_reg to ~1 ppl at 90%).
+
     python benchmarks/moduli_lm.py                      # the recorded CPU run (2 seeds)
     python benchmarks/moduli_lm.py --quick              # smoke run, a minute
 """
