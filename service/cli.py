@@ -146,6 +146,9 @@ def serve(args: argparse.Namespace) -> None:
     # then hands the signal to this handler, and the block below stops the worker and the broker. Left to Python's
     # default, SIGTERM ended this process at once and orphaned both.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGHUP (the terminal that ran `make run` closed) stops it too: passed on as SIGTERM, which uvicorn handles.
+    # Left to the default, the process died at once and the worker and the broker outlived it.
+    signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     try:
         # The API processes read their settings from the SPARSEQ_* variables set above; no access log (one line
         # per request, and the hot GET is polled).

@@ -95,7 +95,9 @@ def test_cancel_a_running_job(api):
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
 
 
-def test_ctrl_c_stops_the_worker_and_the_broker(start_server):
+# Ctrl-C; a service manager's stop; the terminal closed (SIGHUP: `make run` in a window someone closes).
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "term", "hangup"])
+def test_ctrl_c_stops_the_worker_and_the_broker(start_server, stop):
     server = start_server()
     family = server.family()
     commands = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in family}
@@ -103,13 +105,13 @@ def test_ctrl_c_stops_the_worker_and_the_broker(start_server):
     assert any("redis-server" in c for c in commands.values()), commands
 
     started = time.monotonic()
-    code = server.stop(signal.SIGINT, timeout=30)
-    assert code is not None, f"sparseqd serve still runs 30 s after SIGINT:\n{server.output()}"
+    code = server.stop(stop, timeout=30)
+    assert code is not None, f"sparseqd serve still runs 30 s after {stop.name}:\n{server.output()}"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(alive(pid) for pid in family):
         time.sleep(0.1)
     left = {pid: commands[pid] for pid in family if alive(pid)}
-    assert not left, f"orphans after Ctrl-C ({time.monotonic() - started:.1f} s): {left}"
+    assert not left, f"orphans after {stop.name} ({time.monotonic() - started:.1f} s): {left}"
     assert code == 0, server.output()
 
 
