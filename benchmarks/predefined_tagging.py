@@ -18,6 +18,7 @@ Accuracy is token accuracy on the generated test split (the task's metric, the t
 test file); the validation accuracy that compress.run reports is printed too.
 
     python benchmarks/predefined_tagging.py [--seeds 0,1] [--epochs 50] [--threads 1] [--dense-20] [--quick]
+    python benchmarks/predefined_tagging.py --combine LOG [LOG ...]   # the table from runs split over processes
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -159,8 +161,84 @@ def test_accuracy(model, paths: dict[str, Path], max_vocab: int) -> float:
     return adapter.evaluate(model)["valid_accuracy"]
 
 
+RUN_LINE = re.compile(r"^  seed (\d+) (.+?)\s+test ([\d.]+) valid ([\d.]+)\s+([\d.]+) s")
+
+
+def combine(args, logs: list[str], paths: dict[str, Path], max_vocab: int) -> tuple[dict[str, dict], list[int]]:
+    """Rows from the per-run lines of earlier stdout logs; parameter counts from the same recipes, rebuilt."""
+    from compress.pipeline import build_model
+    from compress.problems.text import TaggingAdapter
+
+    adapter = TaggingAdapter(paths["train"], paths["valid"], max_vocab=max_vocab, batch_size=20)
+    sizes = {"vocab_size": len(adapter.vocab), "num_tags": adapter.num_tags}
+    rows: dict[str, dict] = {}
+    seeds: set[int] = set()
+    for log in logs:
+        for line in Path(log).read_text().splitlines():
+            found = RUN_LINE.match(line)
+            if not found:
+                continue
+            seed, name = int(found.group(1)), found.group(2).strip()
+            seeds.add(seed)
+            spec = models(args, max_vocab, seed)[name]
+            row = rows.setdefault(name, {"test": [], "valid": [], "seconds": [], "recipe": spec})
+            row["test"].append(float(found.group(3)))
+            row["valid"].append(float(found.group(4)))
+            row["seconds"].append(float(found.group(5)))
+            model = build_model(spec, sizes)
+            row["embedding"] = sum(p.numel() for p in model.embedding.parameters())
+            row["total"] = sum(p.numel() for p in model.parameters())
+    return rows, sorted(seeds)
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
+
+
+def report(rows: dict[str, dict], seeds: list[int]) -> None:
+    """The table (mean ± sample std over seeds) and the verdicts."""
+    print("\nmethod of sparse-20 frequent_long:", rows["sparse-20 frequent_long"]["recipe"].method.model_dump_json())
+    print(
+        f"\n{'model':<26}{'embedding params':>17}{'total params':>14}{'test accuracy':>22}{'valid accuracy':>22}"
+        f"{'s/run':>8}"
+    )
+    for name, row in rows.items():
+        test, valid = mean_std(row["test"]), mean_std(row["valid"])
+        print(
+            f"{name:<26}{row['embedding']:>17,}{row['total']:>14,}{test[0]:>13.4f} ± {test[1]:.4f}"
+            f"{valid[0]:>13.4f} ± {valid[1]:.4f}{statistics.fmean(row['seconds']):>8.0f}"
+        )
+    dense, sparse = rows["dense-5"], rows["sparse-20 frequent_long"]
+    print(
+        f"\nparameters: embeddings {sparse['embedding']:,} (sparse-20) vs {dense['embedding']:,} (dense-5), "
+        f"difference {sparse['embedding'] - dense['embedding']:+,}; whole model {sparse['total'] - dense['total']:+,} "
+        "(the BiLSTM reads 20 inputs instead of 5: W_ih is 4x wider)"
+    )
+    print(f"paper: {PAPER}")
+
+    def verdict(better: str, worse: str, claim: str) -> None:
+        if better not in rows or worse not in rows:
+            print(f"verdict: {claim}: no result (a run is missing)")
+            return
+        a, b = mean_std(rows[better]["test"]), mean_std(rows[worse]["test"])
+        gap = a[0] - b[0]
+        spread = max(a[1], b[1]) if len(seeds) > 1 else float("nan")
+        held = "HELD" if gap > 0 else "NOT HELD"
+        beyond = "exceeds" if abs(gap) > spread else "does not exceed"
+        if math.isnan(spread):
+            beyond = "cannot be compared with (one seed)"
+        print(
+            f"verdict: {claim}: {held} ({better} {a[0]:.4f} vs {worse} {b[0]:.4f}, gap {gap:+.4f}; the gap {beyond} "
+            f"the seed spread {spread:.4f}, the larger sample std of the two)"
+        )
+
+    verdict("sparse-20 frequent_long", "dense-5", "sparse 20-D beats dense 5-D at equal embedding parameters")
+    verdict("sparse-20 frequent_long", "sparse-20 rare_long", "frequent words long beats rare words long")
+    verdict("sparse-20 frequent_long", "sparse-20 random", "frequent words long beats a random order")
+    print(
+        "(random order: the permutation is SparseEmbedding's default seed 0 for every training seed; "
+        f"{len(seeds)} seeds)"
+    )
 
 
 def main() -> None:
@@ -173,6 +251,12 @@ def main() -> None:
     parser.add_argument("--train-sentences", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dense-20", action="store_true", help="also train the dense 20-d upper reference")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="LOG",
+        help="train nothing: the table from the per-run lines of earlier runs' stdout (runs split over processes)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: 2 epochs, 200 sentences, one seed")
     args = parser.parse_args()
     if args.quick:
@@ -195,7 +279,10 @@ def main() -> None:
             flush=True,
         )
         rows: dict[str, dict] = {}
-        for seed in seeds:
+        if args.combine:
+            rows, seeds = combine(args, args.combine, paths, max_vocab)
+            print(f"combined from {args.combine}: seeds {seeds}")
+        for seed in seeds if not args.combine else []:
             for name, spec in models(args, max_vocab, seed).items():
                 started = time.perf_counter()
                 result = compress.run(
@@ -218,45 +305,7 @@ def main() -> None:
                     f"{seconds:6.1f} s ({1000 * seconds / steps:.1f} ms/step incl. evaluation)",
                     flush=True,
                 )
-    print("\nrecipe of sparse-20 frequent_long (method section):", rows["sparse-20 frequent_long"]["recipe"].method)
-    print(
-        f"\n{'model':<26}{'embedding params':>17}{'total params':>14}{'test accuracy':>22}{'valid accuracy':>22}"
-        f"{'s/run':>8}"
-    )
-    for name, row in rows.items():
-        test, valid = mean_std(row["test"]), mean_std(row["valid"])
-        print(
-            f"{name:<26}{row['embedding']:>17,}{row['total']:>14,}{test[0]:>13.4f} ± {test[1]:.4f}"
-            f"{valid[0]:>13.4f} ± {valid[1]:.4f}{statistics.fmean(row['seconds']):>8.0f}"
-        )
-    dense, sparse = rows["dense-5"], rows["sparse-20 frequent_long"]
-    print(
-        f"\nparameters: embeddings {sparse['embedding']:,} (sparse-20) vs {dense['embedding']:,} (dense-5), "
-        f"difference {sparse['embedding'] - dense['embedding']:+,}; whole model {sparse['total'] - dense['total']:+,} "
-        "(the BiLSTM reads 20 inputs instead of 5: W_ih is 4x wider)"
-    )
-    print(f"paper: {PAPER}")
-
-    def verdict(better: str, worse: str, claim: str) -> None:
-        a, b = mean_std(rows[better]["test"]), mean_std(rows[worse]["test"])
-        gap = a[0] - b[0]
-        spread = max(a[1], b[1]) if len(seeds) > 1 else float("nan")
-        held = "HELD" if gap > 0 else "NOT HELD"
-        beyond = "exceeds" if gap > spread else "does not exceed"
-        if math.isnan(spread):
-            beyond = "cannot be compared with (one seed)"
-        print(
-            f"verdict: {claim}: {held} ({better} {a[0]:.4f} vs {worse} {b[0]:.4f}, gap {gap:+.4f}; the gap {beyond} "
-            f"the seed spread {spread:.4f}, the larger sample std of the two)"
-        )
-
-    verdict("sparse-20 frequent_long", "dense-5", "sparse 20-D beats dense 5-D at equal embedding parameters")
-    verdict("sparse-20 frequent_long", "sparse-20 rare_long", "frequent words long beats rare words long")
-    verdict("sparse-20 frequent_long", "sparse-20 random", "frequent words long beats a random order")
-    print(
-        "(random order: the permutation is SparseEmbedding's default seed 0 for every training seed; "
-        f"{len(seeds)} seeds)"
-    )
+    report(rows, seeds)
 
 
 if __name__ == "__main__":
