@@ -148,6 +148,8 @@ def models(args, max_vocab: int, seed: int) -> dict[str, Recipe]:
     }
     if args.dense_20:
         chosen["dense-20"] = recipe(args, 20, {"type": "dense"}, seed, max_vocab)
+    if args.only:
+        chosen = {name: spec for name, spec in chosen.items() if name in args.only.split(",")}
     return chosen
 
 
@@ -251,6 +253,7 @@ def main() -> None:
     parser.add_argument("--train-sentences", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dense-20", action="store_true", help="also train the dense 20-d upper reference")
+    parser.add_argument("--only", help="train only these models (comma separated names, e.g. 'sparse-20 random')")
     parser.add_argument(
         "--combine",
         nargs="+",
