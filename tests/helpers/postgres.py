@@ -49,13 +49,19 @@ def _cluster_ports() -> set[int]:
     return {int(line.split()[2]) for line in listing.splitlines() if line.strip()}
 
 
-def _pick_port() -> int:
-    """5433 as in MACHINE-NOTES.md, or the next port no other cluster (another engineer's test run) has taken."""
+def _pick_port(skip: int = 0) -> int:
+    """5433 as in MACHINE-NOTES.md, or the next port no other cluster (another engineer's test run, another pytest-xdist
+    worker) has taken; ``skip`` passes over that many free ones (a retry after losing a race for one)."""
     taken = _cluster_ports()
-    for port in range(PREFERRED_PORT, PREFERRED_PORT + 50):
-        if port not in taken and _port_is_free(port):
-            return port
-    raise RuntimeError("no free port for a PostgreSQL test cluster")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = PREFERRED_PORT + 10 * (int(worker) if worker.isdigit() else 0)  # xdist workers start apart
+    free = (port for port in range(start, start + 50) if port not in taken and _port_is_free(port))
+    for _ in range(skip):
+        next(free, None)
+    port = next(free, None)
+    if port is None:
+        raise RuntimeError("no free port for a PostgreSQL test cluster")
+    return port
 
 
 def _admin_url(port: int, database: str = "postgres") -> str:
@@ -67,14 +73,20 @@ def cluster() -> Iterator[int]:
     """A throwaway cluster (trust auth, loopback); yields its port and drops it at the end."""
     version, name = _version(), f"sparseq_test_{os.getpid()}"
     subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, check=False)  # a stale one
-    port = _pick_port()
     try:
-        subprocess.run(
-            ["pg_createcluster", version, name, "-p", str(port), "--", "--auth=trust"],
-            capture_output=True,
-            check=True,
-        )
-        subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True, check=True)
+        for attempt in range(5):  # a port free when picked can be taken before the cluster listens on it
+            port = _pick_port(skip=attempt)
+            subprocess.run(
+                ["pg_createcluster", version, name, "-p", str(port), "--", "--auth=trust"],
+                capture_output=True,
+                check=True,
+            )
+            started = subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True, text=True)
+            if started.returncode == 0:
+                break
+            subprocess.run(["pg_dropcluster", "--stop", version, name], capture_output=True, check=False)
+        else:
+            raise RuntimeError(f"the PostgreSQL test cluster did not start: {started.stderr.strip()}")
         engine = create_engine(_admin_url(port))
         deadline = time.monotonic() + 30
         while True:
