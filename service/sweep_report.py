@@ -98,16 +98,37 @@ def metric_of(recipe: dict, cells: list[dict]) -> tuple[str, bool, str]:
         return measured.get("metric") or "metric", measured.get("lower_is_better") is not False, ""
 
 
+LABEL_CHARS = 44  # a picture's label: longer ones are cut (summary.csv has every override in full)
+
+
+def _label_text(value) -> str:
+    """An override's value for a picture: a section as its type and its other settings, e.g.
+    ``moduli_pruning(target_sparsity=0.9)``, not its JSON."""
+    if isinstance(value, dict):
+        settings = ", ".join(f"{k}={_label_text(v)}" for k, v in value.items() if k != "type")
+        return f"{value['type']}({settings})" if "type" in value else settings
+    return _cell_text(value)
+
+
 def cell_labels(cells: list[dict]) -> list[str]:
-    """Each cell by its overrides, a path shortened to its last part where that names it unambiguously."""
+    """Each cell by its overrides, a path shortened to its last part where that names it unambiguously, at most
+    LABEL_CHARS characters."""
     paths = override_paths(cells)
     last = [p.rsplit(".", 1)[-1] for p in paths]
     short = {p: (s if last.count(s) == 1 else p) for p, s in zip(paths, last, strict=True)}
     labels = []
     for cell in cells:
-        parts = [f"{short[p]}={_cell_text(v)}" for p, v in cell.get("overrides", {}).items()]
-        labels.append(", ".join(parts) or "base recipe")
+        parts = [f"{short[p]}={_label_text(v)}" for p, v in cell.get("overrides", {}).items()]
+        label = ", ".join(parts) or "base recipe"
+        labels.append(label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…")
     return labels
+
+
+def _size_unit(largest: float) -> tuple[float, str]:
+    """The scale and unit that show checkpoint sizes as numbers people read: bytes, kB or MB."""
+    if largest >= 1e6:
+        return 1e-6, "MB"
+    return (1e-3, "kB") if largest >= 1e3 else (1.0, "bytes")
 
 
 def pareto_front(points: list[tuple[float, float]], *, x_lower: bool, y_lower: bool) -> list[int]:
@@ -143,9 +164,13 @@ def pareto_png(sweep_id: str, recipe: dict, summary: dict) -> bytes:
     labels = cell_labels(cells)
     best = best_cell(cells, lower)
     measured = [i for i, c in enumerate(cells) if _finite(c.get("value_mean"))]
+    from matplotlib.ticker import MaxNLocator
+
     speed_label = "speed-up over the dense model (x, batch-1 latency)"
+    sizes = [c["checkpoint_bytes_mean"] for c in cells if _finite(c.get("checkpoint_bytes_mean"))]
+    size_scale, size_unit = _size_unit(max(sizes, default=0.0))
     panels = (
-        ("checkpoint_bytes_mean", 1e-6, "checkpoint size (MB)", True, "quality against size"),
+        ("checkpoint_bytes_mean", size_scale, f"checkpoint size ({size_unit})", True, "quality against size"),
         ("speedup_latency_mean", 1.0, speed_label, False, "quality against speed"),
     )
     figure = Figure(figsize=(14, 6.5))
@@ -191,7 +216,10 @@ def pareto_png(sweep_id: str, recipe: dict, summary: dict) -> bytes:
         if x_lower and min(xs) > 0 and max(xs) / min(xs) > 20:
             axis.set_xscale("log")
             axis.set_xlabel(f"{x_label}, log scale")
-        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2, frameon=False)
+        else:  # a few plain ticks: close values would otherwise print as one unreadable run of digits
+            axis.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            axis.ticklabel_format(axis="x", style="plain", useOffset=False)
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=1, frameon=False)
     direction = "lower" if lower else "higher"
     missing = len(cells) - len(measured)
     title = f"sweep {sweep_id}: {name}, {direction} is better" + (f" ({description})" if description else "")

@@ -296,3 +296,17 @@ def test_the_worker_makes_them_when_the_last_child_ends(client, alice, sessions,
     _release_sweep(sessions, store, sweep["jobs"][-1])
     assert client.get(f"/v1/sweeps/{sweep['id']}", headers=alice).json()["status"] == "succeeded"
     assert set(artifacts_of(client, alice, sweep["id"])) == {"summary.json", "summary.csv", "pareto.png"}
+
+
+def test_the_pareto_labels_name_a_section_by_its_type_and_stay_short():
+    from service.sweep_report import LABEL_CHARS, cell_labels
+
+    cells = [
+        {"overrides": {"method": {"type": "moduli_pruning", "target_sparsity": 0.9}}},
+        {"overrides": {"method": {"type": "magnitude_pruning", "target_sparsity": 0.9, "allocation": "erk"}}},
+        {"overrides": {}},
+    ]
+    labels = cell_labels(cells)
+    assert labels[0] == "method=moduli_pruning(target_sparsity=0.9)"
+    assert len(labels[1]) == LABEL_CHARS and labels[1].endswith("…") and labels[1].startswith("method=magnitude")
+    assert labels[2] == "base recipe"
