@@ -122,7 +122,8 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     shots("signin")
     browser.find_element("id", "api_key").send_keys("sk_not-a-real-key-0000000000000000")
     browser.find_element("css selector", "form button[type=submit].primary").click()
-    assert "not valid" in text_of(browser, ".error")
+    refused = wait_for(lambda: text_of(browser, ".error"), what="the refusal")  # the answer page, once it loaded
+    assert "not valid" in refused
     browser.find_element("id", "api_key").send_keys(key)
     browser.find_element("css selector", "form button[type=submit].primary").click()
     wait_for(lambda: browser.current_url == f"{server.url}/ui/jobs", what="the jobs page")
