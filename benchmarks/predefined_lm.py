@@ -106,7 +106,7 @@ def main() -> None:
             print(f"  {name}: done in {seconds:.0f} s", flush=True)
     print(
         f"\n{'model':<18}{'recurrent':>11}{'total':>11}  "
-        + "".join(f"{'ep' + str(e + 1):>9}" for e in range(args.epochs))
+        + "".join(f"{'eval' + str(e + 1):>9}" for e in range(max(len(row[3]) for row in rows)))
         + f"{'time s':>9}{'time/dense':>11}  k per layer"
     )
     for name, recurrent, total, curve, seconds, components in rows:
@@ -115,7 +115,10 @@ def main() -> None:
             + "".join(f"{p:>9.1f}" for p in curve)
             + f"{seconds:>9.0f}{seconds / rows[0][4]:>11.2f}  {components or '-'}"
         )
-    print("\nvalidation perplexity per epoch (lower is better); equal epochs, early training (see the docstring)")
+    print(
+        "\nvalidation perplexity at each evaluation of the run, in order (training.evaluations spread over training, "
+        "and each epoch's end; lower is better); equal epochs, early training (see the docstring)"
+    )
 
 
 if __name__ == "__main__":
