@@ -66,6 +66,19 @@ RecipeBody = Annotated[
     dict[str, Any],
     WithJsonSchema({"type": "object", "x-sparseq-component": RECIPE_COMPONENT}),
 ]
+# A sweep's base recipe: each combination (the base with one cell's overrides) is a Recipe and is validated as one,
+# but the base alone need not be (every cell may set what the base leaves out or gets wrong), so its schema is an
+# object, not the Recipe.
+BaseRecipeBody = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "the base recipe (the Recipe's shape); each combination of it with a cell's overrides must "
+            "be a valid Recipe, the base alone need not be",
+        }
+    ),
+]
 
 
 class ErrorDetail(BaseModel):
@@ -295,7 +308,7 @@ class SweepStatus(StrEnum):
 class SweepCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    recipe: RecipeBody = Field(..., description="the base recipe, the shape POST /v1/jobs takes")
+    recipe: BaseRecipeBody = Field(..., description="the base recipe, the shape POST /v1/jobs takes")
     grid: dict[str, list[Any]] = Field(
         default_factory=dict, description="dotted recipe path -> values; every combination (cartesian product) runs"
     )
@@ -326,7 +339,7 @@ class SweepObject(BaseModel):
     object: Literal["sweep"] = "sweep"
     id: str
     status: SweepStatus
-    recipe: RecipeBody
+    recipe: BaseRecipeBody
     files: dict[str, str]
     max_parallel: int
     combinations: int

@@ -147,7 +147,7 @@ def recipe_schema():
     operation_id="estimateRecipe",
     summary="Estimate a recipe's cost",
     tags=["estimate"],
-    responses=responses(400, 401, 422),
+    responses=responses(400, 401, 422, 429),
 )
 def estimate(body: EstimateRequest, key: CurrentKey):
     """Trainable parameters, checkpoint size, FLOPs per step and training memory of a recipe, before any compute."""

@@ -173,7 +173,7 @@ def test_the_declared_error_component_is_the_body_the_service_sends(document, cl
         ("post", "/v1/jobs/{job_id}/cancel", ["200", "401", "404", "409"]),
         ("get", "/v1/artifacts/{artifact_id}/content", ["200", "206", "401", "404", "416"]),
         ("get", "/v1/files/{file_id}/content", ["200", "206", "401", "404", "416"]),
-        ("post", "/v1/estimate", ["200", "400", "401", "422"]),
+        ("post", "/v1/estimate", ["200", "400", "401", "422", "429"]),
         ("get", "/readyz", ["200", "503"]),
     ],
 )
@@ -182,7 +182,7 @@ def test_each_operation_declares_every_status_it_answers_with(method, path, stat
 
 
 def test_rate_limited_operations_declare_429_with_retry_after(document):
-    for path in ("/v1/jobs", "/v1/files"):
+    for path in ("/v1/jobs", "/v1/files", "/v1/estimate"):
         response = document["paths"][path]["post"]["responses"]["429"]
         assert response["headers"]["Retry-After"]["schema"]["type"] == "integer"
         assert response["content"]["application/json"]["schema"] == {"$ref": ERROR_REF}
