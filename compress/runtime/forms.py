@@ -46,6 +46,9 @@ class DenseForm:
     def __call__(self, x: Tensor) -> Tensor:
         return x @ self.weight_t
 
+    def addmm(self, acc: Tensor, x: Tensor) -> Tensor:
+        return torch.addmm(acc, x, self.weight_t)
+
 
 class CSRForm:
     """CSR with 32-bit indices: with them PyTorch's CPU build hands the product to MKL's sparse BLAS, 2-3x faster than
@@ -65,6 +68,13 @@ class CSRForm:
         if x.shape[0] == 1:
             return torch.mv(self.weight, x[0]).unsqueeze(0)
         return (self.weight @ x.t()).t()
+
+    def addmm(self, acc: Tensor, x: Tensor) -> Tensor:
+        """``acc + x @ W.T``: at one row a single ``addmv`` (MKL's sparse call costs tens of microseconds whatever
+        its size, so the sum rides along instead of being one more call)."""
+        if x.shape[0] == 1 and (acc.dim() == 1 or acc.shape[0] == 1):
+            return torch.addmv(acc.reshape(-1), self.weight, x[0]).unsqueeze(0)
+        return self(x) + acc
 
 
 class BlockForm:
@@ -92,6 +102,9 @@ class BlockForm:
         out = torch.bmm(windows, self.weight_t)  # (k, rows, G*h)
         # component-major [c][g][j] -> PyTorch's gate-major [g][c][j]
         return out.view(self.k, rows, self.gates, self.h).permute(1, 2, 0, 3).reshape(rows, -1)
+
+    def addmm(self, acc: Tensor, x: Tensor) -> Tensor:
+        return self(x) + acc
 
 
 def sync(device: torch.device) -> None:
@@ -156,6 +169,10 @@ class MatrixPlan:
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.forms[self.small if x.shape[0] <= SMALL_MAX_ROWS else self.large](x)
+
+    def addmm(self, acc: Tensor, x: Tensor) -> Tensor:
+        """``acc + x @ W.T`` in the chosen form, the sum fused into the product where the form can."""
+        return self.forms[self.small if x.shape[0] <= SMALL_MAX_ROWS else self.large].addmm(acc, x)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -148,6 +148,30 @@ def test_stream_matches_plain_torch_rnn_from_the_dense_weights(tmp_path):
     assert fast.model.rnn.matrix_plans()[1].small == "block"  # the forced form really ran
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("mode", ["LSTM", "RNN_TANH", "RNN_RELU"])
+def test_batch1_stream_with_fused_csr_step_matches_torch(mode, bias):
+    """At batch 1 a layer whose W_ih and W_hh both run as CSR streams through one [W_ih | W_hh] product with the
+    bias added in the same call; torch.nn's own layer on the same weights is the reference."""
+    torch.manual_seed(5)
+    plain = {"LSTM": nn.LSTM, "RNN_TANH": nn.RNN, "RNN_RELU": nn.RNN}[mode]
+    options = {} if mode == "LSTM" else {"nonlinearity": "tanh" if mode == "RNN_TANH" else "relu"}
+    layer = plain(20, 24, num_layers=2, bias=bias, **options).eval()
+    _prune(layer, 0.9)
+    fast = runtime.FastRecurrent(layer, force="csr")
+    assert fast.describe()["step_fused_layers"] == [0, 1]
+    x = torch.randn(7, 1, 20)
+    with torch.no_grad():
+        expected, expected_state = layer(x)
+    state, outputs = None, []
+    for t in range(x.shape[0]):
+        out, state = fast.step(x[t], state)
+        outputs.append(out)
+    _close(torch.stack(outputs), expected)
+    _close(state, expected_state)
+    _close(fast(x), (expected, expected_state))  # the whole sequence: W_hh's product adds onto the input projection
+
+
 def test_block_form_is_the_dense_block_diagonal_product():
     generator = torch.Generator().manual_seed(4)
     blocks = [torch.randn(3 * 4, 5, generator=generator) for _ in range(3)]  # GRU: 3 gates, h = 4, L = 5
