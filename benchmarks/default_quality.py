@@ -46,6 +46,12 @@ ALLOCATIONS = {
     "global+floors": {"allocation": "global", "floors": True},
     "uniform": {"allocation": "uniform", "floors": True},
     "erk": {"allocation": "erk", "floors": True},
+    # the schedule, with the default allocation: cubic (Zhu & Gupta) prunes fast while weights are redundant and slowly
+    # near the target; "early" starts at once and leaves half the run to fine-tune (a trained model needs no warm-up)
+    "uniform+cubic": {"allocation": "uniform", "floors": True, "schedule": "cubic"},
+    "uniform+cubic+early": {
+        "allocation": "uniform", "floors": True, "schedule": "cubic", "start_fraction": 0.0, "end_fraction": 0.5
+    },
 }
 
 

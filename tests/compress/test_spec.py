@@ -54,6 +54,24 @@ def test_defaults_are_filled_in():
     assert recipe.baselines == []
 
 
+@pytest.mark.parametrize("kind", ["magnitude_pruning", "moduli_pruning"])
+def test_pruning_from_trained_weights_defaults_to_the_cubic_schedule_from_the_first_step(kind):
+    pruning = {"type": kind, "target_sparsity": 0.9}
+    scratch = Recipe.model_validate(lm_recipe(method=pruning)).method
+    assert (scratch.schedule, scratch.start_fraction, scratch.end_fraction) == ("linear", 0.1, 0.67)
+    from_weights = Recipe.model_validate(lm_recipe(method=pruning, init_from="weights")).method
+    assert (from_weights.schedule, from_weights.start_fraction, from_weights.end_fraction) == ("cubic", 0.0, 0.5)
+    # what the recipe says is kept; start and end move together (a given start must not meet a defaulted end)
+    given = Recipe.model_validate(
+        lm_recipe(method=pruning | {"schedule": "linear", "start_fraction": 0.6}, init_from="weights")
+    ).method
+    assert (given.schedule, given.start_fraction, given.end_fraction) == ("linear", 0.6, 0.67)
+    paper = Recipe.model_validate(lm_recipe(method=pruning | {"preset": "paper"}, init_from="weights")).method
+    assert (paper.schedule, paper.start_fraction) == ("linear", 0.1)
+    stored = Recipe.model_validate(lm_recipe(method=pruning, init_from="weights"))
+    assert Recipe.from_json(stored.to_json()) == stored  # a stored recipe reads back as it ran
+
+
 def test_moduli_method_defaults_follow_the_paper():
     recipe = Recipe.model_validate(
         {
