@@ -50,7 +50,11 @@ ALLOCATIONS = {
     # near the target; "early" starts at once and leaves half the run to fine-tune (a trained model needs no warm-up)
     "uniform+cubic": {"allocation": "uniform", "floors": True, "schedule": "cubic"},
     "uniform+cubic+early": {
-        "allocation": "uniform", "floors": True, "schedule": "cubic", "start_fraction": 0.0, "end_fraction": 0.5
+        "allocation": "uniform",
+        "floors": True,
+        "schedule": "cubic",
+        "start_fraction": 0.0,
+        "end_fraction": 0.5,
     },
 }
 
