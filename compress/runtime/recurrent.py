@@ -231,10 +231,11 @@ class FastRecurrent(nn.Module):
     def _activate(self, gates: Tensor, c: Tensor | None):
         """An LSTM's or RNN's new state from its summed pre-activations (both products and both biases)."""
         if self.cell == "lstm":  # few, large element-wise calls: at batch 1 each call's overhead is the cost
-            size = gates.shape[1] // 4
+            size = gates.shape[-1] // 4  # gates along the last dimension: (rows, 4n), or (k, rows, 4h) by component
             sig = torch.sigmoid(gates)  # i, f and o at once (g's sigmoid is computed and ignored)
-            c = torch.addcmul(sig[:, size : 2 * size] * c, sig[:, :size], torch.tanh(gates[:, 2 * size : 3 * size]))
-            return sig[:, 3 * size :] * torch.tanh(c), c
+            g = torch.tanh(gates[..., 2 * size : 3 * size])
+            c = torch.addcmul(sig[..., size : 2 * size] * c, sig[..., :size], g)
+            return sig[..., 3 * size :] * torch.tanh(c), c
         return (torch.tanh(gates) if self.cell == "rnn_tanh" else torch.relu(gates)), None
 
     def _cell(self, gi: Tensor, h: Tensor, c: Tensor | None, w_hh: MatrixPlan, b_hh: Tensor | None):
@@ -254,6 +255,9 @@ class FastRecurrent(nn.Module):
         """One layer, one direction, over the packed rows ``data``; returns (outputs in row order, h, c)."""
         w_ih, w_hh, b_ih, b_hh = plans
         gi_all = w_ih(data) if b_ih is None else w_ih.addmm(b_ih, data)
+        block = self._component_major(w_hh, b_hh, batch_sizes)
+        if block is not None:
+            return self._direction_by_component(gi_all, block, len(batch_sizes), h, c, reverse)
         outputs: list[Tensor | None] = [None] * len(batch_sizes)
         steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
         full = h.shape[0]
@@ -269,6 +273,37 @@ class FastRecurrent(nn.Module):
                 h = torch.cat([new_h, h[b:]])
                 c = None if c is None else torch.cat([new_c, c[b:]])
         return torch.cat(outputs), h, c
+
+    def _component_major(self, w_hh: MatrixPlan, b_hh: Tensor | None, batch_sizes: list[int]) -> BlockForm | None:
+        """W_hh's block form, when this direction's recurrence can run in the components' own order: an LSTM or RNN
+        (GRU's reset gate needs W_hn h on its own), its block form chosen for this batch, no sequence ending early."""
+        form = w_hh.small if batch_sizes[0] <= SMALL_MAX_ROWS else w_hh.large
+        if form != "block" or self.cell == "gru" or b_hh is not None or len(set(batch_sizes)) != 1:
+            return None
+        return w_hh.forms["block"]
+
+    def _direction_by_component(self, gi_all: Tensor, block: BlockForm, steps: int, h, c, reverse: bool):
+        """The recurrence of a block-diagonal W_hh kept in component-major order [c][g][j] from the first step to the
+        last: the input projection is reordered once, each step is one batched product that adds onto it
+        (``baddbmm``), and the outputs go back to PyTorch's order once at the end, instead of a reorder and a sum at
+        every step."""
+        k, size, gates = block.k, block.h, self.gates
+        batch = h.shape[0]
+        gi = gi_all.view(steps, batch, gates, k, size).permute(0, 3, 1, 2, 4).reshape(steps, k, batch, gates * size)
+
+        def by_component(state: Tensor) -> Tensor:
+            return state.view(batch, k, size).transpose(0, 1).contiguous()  # (k, batch, h)
+
+        def back(state: Tensor) -> Tensor:
+            return state.transpose(0, 1).reshape(batch, k * size)
+
+        h_c, c_c = by_component(h), None if c is None else by_component(c)
+        outputs: list[Tensor | None] = [None] * steps
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            h_c, c_c = self._activate(torch.baddbmm(gi[t], h_c, block.weight_t), c_c)
+            outputs[t] = h_c
+        out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(steps * batch, k * size)
+        return out, back(h_c), None if c_c is None else back(c_c)
 
     def _run_packed(self, data: Tensor, batch_sizes: list[int], states: list[Tensor]):
         offsets = [0]
