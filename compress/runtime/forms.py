@@ -93,18 +93,29 @@ class BlockForm:
         windows = [list(range(s, s + self.length)) for s in starts]
         self.index = None if contiguous else torch.tensor(windows, device=device)
 
+    def _windows(self, x: Tensor) -> Tensor:
+        """Each component's input columns, (k, rows, L)."""
+        if self.index is None:  # the windows tile the input exactly (W_hh, or W_ih with delta = 1/k)
+            return x.view(x.shape[0], self.k, self.length).transpose(0, 1)
+        return x[:, self.index].transpose(0, 1)
+
     def __call__(self, x: Tensor) -> Tensor:
         rows = x.shape[0]
-        if self.index is None:  # the windows tile the input exactly (W_hh, or W_ih with delta = 1/k)
-            windows = x.view(rows, self.k, self.length).transpose(0, 1)
-        else:
-            windows = x[:, self.index].transpose(0, 1)  # (k, rows, L)
-        out = torch.bmm(windows, self.weight_t)  # (k, rows, G*h)
+        out = torch.bmm(self._windows(x), self.weight_t)  # (k, rows, G*h)
         # component-major [c][g][j] -> PyTorch's gate-major [g][c][j]
         return out.view(self.k, rows, self.gates, self.h).permute(1, 2, 0, 3).reshape(rows, -1)
 
     def addmm(self, acc: Tensor, x: Tensor) -> Tensor:
         return self(x) + acc
+
+    def component_major(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """``x @ W.T + bias`` left in the components' own order, (k, rows, G*h) [c][g][j], for a recurrence that runs
+        by component: one ``baddbmm`` with the bias reordered to match, instead of the product, a reorder to
+        PyTorch's order, a sum, and a reorder back."""
+        if bias is None:
+            return torch.bmm(self._windows(x), self.weight_t)
+        bias = bias.view(self.gates, self.k, self.h).transpose(0, 1).reshape(self.k, 1, self.gates * self.h)
+        return torch.baddbmm(bias, self._windows(x), self.weight_t)
 
 
 def sync(device: torch.device) -> None:

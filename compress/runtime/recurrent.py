@@ -254,10 +254,17 @@ class FastRecurrent(nn.Module):
     def _direction(self, data, batch_sizes, offsets, plans, h, c, reverse: bool):
         """One layer, one direction, over the packed rows ``data``; returns (outputs in row order, h, c)."""
         w_ih, w_hh, b_ih, b_hh = plans
-        gi_all = w_ih(data) if b_ih is None else w_ih.addmm(b_ih, data)
         block = self._component_major(w_hh, b_hh, batch_sizes)
         if block is not None:
-            return self._direction_by_component(gi_all, block, len(batch_sizes), h, c, reverse)
+            projection = self._form_of(w_ih, data.shape[0])
+            if isinstance(projection, BlockForm) and (projection.k, projection.h) == (block.k, block.h):
+                gi = projection.component_major(data, b_ih)  # (k, rows, G*h): already in the recurrence's order
+                gi = gi.view(block.k, len(batch_sizes), h.shape[0], -1).transpose(0, 1)
+            else:
+                gi_all = w_ih(data) if b_ih is None else w_ih.addmm(b_ih, data)
+                gi = self._to_component_major(gi_all, block, len(batch_sizes), h.shape[0])
+            return self._direction_by_component(gi, block, h, c, reverse)
+        gi_all = w_ih(data) if b_ih is None else w_ih.addmm(b_ih, data)
         outputs: list[Tensor | None] = [None] * len(batch_sizes)
         steps = range(len(batch_sizes) - 1, -1, -1) if reverse else range(len(batch_sizes))
         full = h.shape[0]
@@ -277,19 +284,27 @@ class FastRecurrent(nn.Module):
     def _component_major(self, w_hh: MatrixPlan, b_hh: Tensor | None, batch_sizes: list[int]) -> BlockForm | None:
         """W_hh's block form, when this direction's recurrence can run in the components' own order: an LSTM or RNN
         (GRU's reset gate needs W_hn h on its own), its block form chosen for this batch, no sequence ending early."""
-        form = w_hh.small if batch_sizes[0] <= SMALL_MAX_ROWS else w_hh.large
-        if form != "block" or self.cell == "gru" or b_hh is not None or len(set(batch_sizes)) != 1:
+        form = self._form_of(w_hh, batch_sizes[0])
+        if not isinstance(form, BlockForm) or self.cell == "gru" or b_hh is not None or len(set(batch_sizes)) != 1:
             return None
-        return w_hh.forms["block"]
+        return form
 
-    def _direction_by_component(self, gi_all: Tensor, block: BlockForm, steps: int, h, c, reverse: bool):
-        """The recurrence of a block-diagonal W_hh kept in component-major order [c][g][j] from the first step to the
-        last: the input projection is reordered once, each step is one batched product that adds onto it
-        (``baddbmm``), and the outputs go back to PyTorch's order once at the end, instead of a reorder and a sum at
-        every step."""
+    @staticmethod
+    def _form_of(plan: MatrixPlan, rows: int):
+        return plan.forms[plan.small if rows <= SMALL_MAX_ROWS else plan.large]
+
+    def _to_component_major(self, gi_all: Tensor, block: BlockForm, steps: int, batch: int) -> Tensor:
+        """An input projection in PyTorch's order (steps * batch, G*H) as (steps, k, batch, G*h) [c][g][j]."""
         k, size, gates = block.k, block.h, self.gates
-        batch = h.shape[0]
-        gi = gi_all.view(steps, batch, gates, k, size).permute(0, 3, 1, 2, 4).reshape(steps, k, batch, gates * size)
+        return gi_all.view(steps, batch, gates, k, size).permute(0, 3, 1, 2, 4).reshape(steps, k, batch, gates * size)
+
+    def _direction_by_component(self, gi: Tensor, block: BlockForm, h, c, reverse: bool):
+        """The recurrence of a block-diagonal W_hh kept in component-major order [c][g][j] from the first step to the
+        last: the input projection ``gi`` (steps, k, batch, G*h) comes in that order (straight from a block W_ih's
+        batched product, or reordered once), each step is one batched product that adds onto it (``baddbmm``), and
+        the outputs go back to PyTorch's order once at the end, instead of a reorder and a sum at every step."""
+        k, size = block.k, block.h
+        steps, batch = gi.shape[0], h.shape[0]
 
         def by_component(state: Tensor) -> Tensor:
             return state.view(batch, k, size).transpose(0, 1).contiguous()  # (k, batch, h)
@@ -299,8 +314,9 @@ class FastRecurrent(nn.Module):
 
         h_c, c_c = by_component(h), None if c is None else by_component(c)
         outputs: list[Tensor | None] = [None] * steps
+        inputs = gi.unbind(0)  # the steps' views in one call
         for t in range(steps - 1, -1, -1) if reverse else range(steps):
-            h_c, c_c = self._activate(torch.baddbmm(gi[t], h_c, block.weight_t), c_c)
+            h_c, c_c = self._activate(torch.baddbmm(inputs[t], h_c, block.weight_t), c_c)
             outputs[t] = h_c
         out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(steps * batch, k * size)
         return out, back(h_c), None if c_c is None else back(c_c)

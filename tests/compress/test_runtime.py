@@ -181,7 +181,32 @@ def test_block_form_is_the_dense_block_diagonal_product():
         for g in range(3):
             dense[g * 12 + c * 4 : g * 12 + c * 4 + 4, start : start + 5] = block[g * 4 : (g + 1) * 4]
     x = torch.randn(7, 10, generator=generator)
-    torch.testing.assert_close(BlockForm(blocks, starts, 3)(x), x @ dense.t())
+    form = BlockForm(blocks, starts, 3)
+    torch.testing.assert_close(form(x), x @ dense.t())
+    # the components' own order [c][g][j], bias included: the full product's rows regrouped by component
+    bias = torch.randn(3 * 12, generator=generator)
+    by_component = (x @ dense.t() + bias).view(7, 3, 3, 4).permute(2, 0, 1, 3).reshape(3, 7, 12)
+    torch.testing.assert_close(form.component_major(x, bias), by_component)
+    torch.testing.assert_close(
+        form.component_major(x, None), by_component - bias.view(3, 3, 4).transpose(0, 1).reshape(3, 1, 12)
+    )
+
+
+def test_block_recurrence_after_a_dense_input_projection_matches_torch(tmp_path):
+    """W_hh in its block form with W_ih dense (a mix the measurement can choose): the projection is reordered into
+    the components' order once; torch.nn.LSTM on the dense-equivalent weights is the reference."""
+    path, reference = _checkpoint(tmp_path, _lm("lstm", PREDEFINED), {"vocab_size": 40})
+    plain = nn.LSTM(24, 24, num_layers=2)
+    plain.load_state_dict({n: w for n, (w, _) in reference.rnn.dense_equivalent().items()})
+    fast = runtime.load(path, force="block", budget_s=0.001)
+    for directions in fast.model.rnn.layers:
+        for w_ih, *_ in directions:
+            w_ih.small = w_ih.large = "dense"
+    for batch in (1, 3):
+        x = torch.randn(6, batch, 24)
+        with torch.no_grad():
+            expected = plain(x)
+        _close(fast.model.rnn(x), expected)
 
 
 def test_choice_is_the_fastest_measured_and_never_slower_than_dense():
