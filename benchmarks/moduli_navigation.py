@@ -95,6 +95,7 @@ class Settings:
     weight_decay: float
     prune_scope: str = "global"
     floors: bool = False
+    pruned: tuple[str, ...] = PRUNED  # the tensors pruned; the others stay dense (--dense-tensors)
 
 
 def make_data(task: NavigationProblem, pool: int, eval_batch: int, seed: int, device: torch.device):
@@ -119,8 +120,14 @@ def recurrent_diagnostics(model) -> dict[str, float]:
 SHORT = {"encoder.weight": "enc", "rnn.weight_ih_l0": "W_ih", "rnn.weight_hh_l0": "W_hh", "decoder.weight": "dec"}
 
 
-def evaluate(task: NavigationProblem, model, evaluation) -> float:
+def evaluate(task: NavigationProblem, model, evaluation, *, without: str | None = None) -> float:
+    """Position error (cm) on the held-out trajectories; ``without="velocity"`` or ``"start"`` zeroes that input (a
+    model whose error does not change without an input does not use it)."""
     velocity, start, _, position = evaluation
+    if without == "velocity":
+        velocity = torch.zeros_like(velocity)
+    elif without == "start":
+        start = torch.zeros_like(start)
     with torch.no_grad():
         return task.position_error_cm(model(velocity, start), position).item()
 
@@ -147,7 +154,9 @@ def train(task, model, variant: str, settings: Settings, batches, seed: int, pru
         end = max(1, round(settings.prune_end * settings.steps))
         schedule = PruningSchedule(settings.sparsity, "linear", start=0, end=end)
         allocation = "global" if settings.prune_scope == "global" else "uniform"
-        pruner = Pruner(model, PRUNED, allocation=allocation, per_gate=False, floors=settings.floors, schedule=schedule)
+        pruner = Pruner(
+            model, settings.pruned, allocation=allocation, per_gate=False, floors=settings.floors, schedule=schedule
+        )
         every = max(1, end // settings.prune_events)
     if pruner is not None:
         pruner.attach(optimizer)
@@ -188,6 +197,7 @@ def run(args) -> None:
         args.weight_decay,
         args.prune_scope,
         args.floors,
+        tuple(n for n in PRUNED if SHORT[n] not in args.dense_tensors),
     )
     task = NavigationProblem(config, seed=0)
     device = torch.device(args.device)
@@ -198,7 +208,8 @@ def run(args) -> None:
         f" place_cells={config.place_cells} seq={config.sequence_length} batch={config.batch_size}"
         f" steps={settings.steps} lr={settings.lr} AdamW wd={settings.weight_decay} sparsity={settings.sparsity}"
         f" reached at {settings.prune_end:.0%} of training ({settings.prune_scope}"
-        f"{', floors' if settings.floors else ''}), strength={settings.strength}"
+        f"{', floors' if settings.floors else ''}"
+        f"{', dense: ' + ' '.join(args.dense_tensors) if args.dense_tensors else ''}), strength={settings.strength}"
         f" width_exponent={settings.width_exponent} space_scale={settings.space_scale} pool={args.pool} batches"
         f" eval={args.eval_batch} trajectories, seeds={args.seeds}, device={device}",
         flush=True,
@@ -220,9 +231,13 @@ def run(args) -> None:
             where = recurrent_diagnostics(model)
             diagnostics.setdefault(variant, []).append(where)
             kept = " ".join(f"{SHORT[n]} {where[f'{n}_kept']:.3f}" for n in PRUNED)
+            where["error_without_velocity"] = evaluate(task, model, evaluation, without="velocity")
+            where["error_without_start"] = evaluate(task, model, evaluation, without="start")
             line = (
                 f"{variant:<14} seed {seed}: {error:6.2f} cm  sparsity {achieved:.3f}  kept: {kept}"
-                f" ({where['whh_diagonal_share']:.0%} of W_hh on the diagonal)  ({time.time() - t0:.0f}s)"
+                f" ({where['whh_diagonal_share']:.0%} of W_hh on the diagonal);"
+                f" without velocity {where['error_without_velocity']:.1f} cm,"
+                f" without start {where['error_without_start']:.1f} cm  ({time.time() - t0:.0f}s)"
             )
             if args.lottery and pruner is not None and variant in args.lottery_variants:
                 masks = {name: mask.clone() for name, mask in pruner.masks.items()}
@@ -328,6 +343,13 @@ def parse(argv=None):
     )
     parser.add_argument(
         "--floors", action="store_true", help="keep each row's and column's largest weight (compress.pruning floors)"
+    )
+    parser.add_argument(
+        "--dense-tensors",
+        nargs="*",
+        default=[],
+        choices=list(SHORT.values()),
+        help="left out of pruning (a diagnostic: which tensor's pruning costs the error)",
     )
     parser.add_argument("--strength", type=float, default=0.1)
     parser.add_argument("--width-exponent", type=float, default=2.0, help="negative: the paper's unscaled lambda")
