@@ -5,7 +5,9 @@ with k = 2/4/8 components at the same width n (input density 1/k: W_ih banded, W
 parameters as the dense layer (hidden H_s with 4(n H_s + H_s^2)/k = 8 n^2). Each row is measured three ways:
 
 - latency: seconds per token at batch 1, a whole sequence of ``--steps`` tokens in one call;
-- stream: seconds per token at batch 1, one ``step()`` call per token (batch-1 serving);
+- stream: seconds per token at batch 1, the same sequence fed one ``step()`` call per token with the state carried
+  from call to call (batch-1 serving: between two tokens of one stream the weights stay as warm in the caches as
+  serving leaves them; a single call after another model's would measure a cold cache);
 - throughput: tokens per second at batch 32 over the same sequence length;
 
 and printed as the ratio dense time / runtime time (above 1 = faster than the dense layer of width n). The dense
@@ -62,16 +64,19 @@ def _calls(layer: nn.Module, n: int, steps: int, device, budget_s: float, fast: 
     layer = layer.to(device).eval()
     module = runtime.FastRecurrent(layer, budget_s=budget_s / 4) if fast else layer
     x1, x32 = torch.randn(steps, 1, n, device=device), torch.randn(steps, 32, n, device=device)
-    if fast:
-        state, token = module.initial_state(1), x1[0]
-        stream = lambda: module.step(token, state)  # noqa: E731
-    else:
-        state, token = (torch.zeros(1, 1, n, device=device), torch.zeros(1, 1, n, device=device)), x1[:1]
-        stream = lambda: module(token, state)  # noqa: E731
+
+    def stream() -> None:  # the sequence token by token, each call carrying the last one's state
+        state = None
+        for t in range(steps):
+            if fast:
+                _, state = module.step(x1[t], state)
+            else:
+                _, state = module(x1[t : t + 1], state)
+
     return {
         "module": module,
         "latency": (lambda: module(x1), steps),
-        "stream": (stream, 1),
+        "stream": (stream, steps),
         "throughput": (lambda: module(x32), 32 * steps),
     }
 
