@@ -42,6 +42,12 @@ tables are in benchmarks/results/):
   re-init 35.5-36.5 cm for torus, Klein and permuted alike); at 98% torus and permuted tie (35.93 cm, 2 seeds) ahead of
   L1 and none (38.8, 38.6 +- 3-4 cm).
 
+- The paper's own setting (default init, input scale 1, global scope, unscaled lambda; 6000 steps, 2 seeds, with and
+  without floors) collapses like the paper's table (no regulariser 78 cm, L1 and DoG 95-103 cm, dense 15.5), but not
+  because W_ih is cut (it keeps 12-64%): zeroing the inputs after training shows the unregularised model ignoring its
+  velocity and losing its start position through a W_hh kept at 5% (W_hh dense: 41.8 cm; per-tensor scope: 59.7),
+  and the unscaled lambda alone, with nothing pruned, already gives 98.1 cm (results/..._6000steps.txt).
+
     python benchmarks/moduli_navigation.py                    # CPU scale (see --help), 3 seeds
     python benchmarks/moduli_navigation.py --paper-scale      # 4096 units, batch 200, 30k steps: GPU only
 
