@@ -359,6 +359,9 @@ def run(
     )
     files += extra_files
     metrics |= extra_metrics
+    for warning in speed_warnings(report.get("speed")):
+        warnings.append(warning)  # the same list as report["warnings"] and the result's
+        callbacks.emit("warning", "message", warning["message"], code=warning["code"], tensor=None)
     files += save_tradeoff_plot(report, output_dir, adapter.metric, trained, reference_kind, title=summary(recipe))
     rewrite_report(report_path, report)
     return Result(model, metrics, outcome.history, report, checkpoint, files, baselines, verdict, warnings)
@@ -411,6 +414,30 @@ def judge(
 
 def _warning(code: str, message: str, tensor: str | None = None) -> dict[str, Any]:
     return {"code": code, "message": message, "tensor": tensor}
+
+
+# A measured speed-up below this is reported: the runtime races the dense kernel at load and falls back to it, so a
+# ratio under 1 is either timing noise of a busy machine or a wrong pick, and the user should know either way.
+SLOWER_THAN_DENSE = 0.9
+
+
+def speed_warnings(speed: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """A ``slower_than_dense`` warning for each way of calling (batch 1, batch 32) measured below the dense model."""
+    if not speed or "speedup_latency" not in speed:
+        return []
+    found = []
+    for label, what in (("latency", "batch-1 latency"), ("throughput", "batch-32 throughput")):
+        ratio = speed[f"speedup_{label}"]
+        if ratio < SLOWER_THAN_DENSE:
+            found.append(
+                _warning(
+                    "slower_than_dense",
+                    f"the runtime measured {ratio:.2f}x the dense equivalent's {what} on this worker "
+                    f"({speed['device']}, {speed['threads']} thread(s)); timings on a busy machine scatter, and "
+                    "compress.runtime.load measures again on the machine that serves the model",
+                )
+            )
+    return found
 
 
 def find_warnings(report: Mapping[str, Any], verdict: Mapping[str, Any], recipe: Recipe, at_floor: set[str]) -> list:

@@ -21,7 +21,7 @@ from compress.checkpoint import (
     save_tensors,
 )
 from compress.export import dense_model, export_onnx
-from compress.pipeline import build_model, export_dense, load_checkpoint, save_checkpoint
+from compress.pipeline import build_model, export_dense, load_checkpoint, save_checkpoint, speed_warnings
 from compress.runtime.speed import measure_speed
 from compress.spec import Recipe
 
@@ -164,6 +164,15 @@ def test_measured_speed_is_the_ratio_of_the_times_it_reports(tmp_path):
     assert speed["plan"]["modules"][0]["module"] == "rnn"
 
 
+def test_a_speed_up_below_the_dense_model_is_a_warning():
+    speed = {"device": "cpu", "threads": 2, "speedup_latency": 0.58, "speedup_throughput": 1.7}
+    (warning,) = speed_warnings(speed)
+    assert warning["code"] == "slower_than_dense" and "0.58x" in warning["message"] and "batch-1" in warning["message"]
+    assert speed_warnings(speed | {"speedup_latency": 0.95}) == []  # within the timing noise the runtime allows
+    assert len(speed_warnings(speed | {"speedup_throughput": 0.5})) == 2
+    assert speed_warnings({"skipped": "no sample inputs"}) == speed_warnings(None) == []
+
+
 def test_a_job_with_an_output_section(tmp_path, ptb):
     (tmp_path / "train.txt").write_text("\n".join(ptb["train"].splitlines()[:200]) + "\n")
     recipe = Recipe.model_validate(
@@ -185,6 +194,10 @@ def test_a_job_with_an_output_section(tmp_path, ptb):
     assert values["change"] == pytest.approx(values["float16"] - values["float32"])
     assert abs(values["change"]) < 0.01 * values["float32"]  # float16 rounding barely moves the perplexity
     assert report["checkpoint_bytes"] == (tmp_path / "out" / "model.safetensors").stat().st_size
+    # a measured speed-up below 0.9 is a warning on the job, whichever way this machine's timing came out
+    slow = [label for label in ("latency", "throughput") if result.metrics[f"speedup_{label}"] < 0.9]
+    assert len([w for w in report["warnings"] if w["code"] == "slower_than_dense"]) == len(slow)
+    assert result.warnings == report["warnings"]
     assert read_manifest(result.checkpoint)["tensors"]["rnn.weight_hh_l0"]["stored_dtype"] == "float16"
     with pytest.raises(ValueError, match="twice"):
         Recipe.model_validate({**recipe.model_dump(), "output": {"export": ["onnx", "onnx"]}})
