@@ -437,7 +437,7 @@ def find_warnings(report: Mapping[str, Any], verdict: Mapping[str, Any], recipe:
             _warning(
                 "sparsity_not_reached",
                 f"the pruned tensors reached {pruning['sparsity']:.1%} sparsity, not the "
-                f"{pruning['target_sparsity']:.1%} asked (the floors keep more): lower min_density or prune fewer",
+                f"{pruning['target_sparsity']:.1%} asked: {_what_keeps_more(recipe)}",
             )
         )
     if verdict.get("within_tolerance") is False:
@@ -451,6 +451,23 @@ def find_warnings(report: Mapping[str, Any], verdict: Mapping[str, Any], recipe:
             )
         )
     return warnings
+
+
+def _what_keeps_more(recipe: Recipe) -> str:
+    """Why pruning kept more than its target, and what the recipe can change: ``method.min_density``, the floors
+    (``method.floors``), or the target itself."""
+    method = recipe.method
+    min_density, floors = getattr(method, "min_density", 0.0), getattr(method, "floors", False)
+    causes, fixes = [], []
+    if min_density > 0:
+        causes.append(f"method.min_density keeps at least {min_density:.1%} of each tensor")
+        fixes.append("lower method.min_density")
+    if floors:
+        causes.append("the floors keep one input per output unit and one output per input feature")
+        fixes.append("set method.floors: false")
+    fixes.append("ask a lower method.target_sparsity")
+    cause = " and ".join(causes) if causes else "some tensors could not be pruned further"
+    return f"{cause}; {' or '.join(fixes)}"
 
 
 def _lottery(recipe, adapter, sizes, masks, callbacks, device, metric) -> dict[str, float]:
