@@ -196,6 +196,24 @@ def test_the_ratio_is_coloured_by_the_jobs_quality_tolerance_not_by_any_differen
         assert re.findall(r'class="ratio ?([a-z]*)"', page) == [tone]
 
 
+def test_the_jobs_page_says_where_sweeps_are(client, alice, browser_for):
+    from sparseq.cli import parser
+
+    page = browser_for("alice").get("/ui/jobs").text
+    text = " ".join(re.sub(r"<[^>]+>", "", page).split())
+    assert "not a part of sparseq" not in text
+    # every way the page names to reach sweeps exists: the API route, the CLI's commands, the SDK's attribute
+    assert "/v1/sweeps" in text and client.get("/v1/sweeps", headers=alice).status_code == 200
+    named = text.split("sparseq sweeps ", 1)[1].split(", the SDK", 1)[0]  # "create, list, ... and download"
+    commands = re.split(r", | and ", named)
+    assert {"create", "list", "retrieve", "download"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as shown:
+            parser().parse_args(["sweeps", command, "--help"])
+        assert shown.value.code == 0, command
+    assert "client.sweeps" in text
+
+
 def test_a_form_posted_from_another_site_is_refused(client, alice, train_file, browser_for):
     job = create_job_ok(client, alice, train_file["id"])
     ours = browser_for("alice")
