@@ -179,6 +179,15 @@ class _Phases:
         self.callbacks, self.count, self.index = callbacks, count, 0
         self.started = time.monotonic()
         self.resumed_fraction: float | None = None
+        self.main_last: Progress | None = None  # the main run's last report, as sent
+
+    def conclude(self) -> None:
+        """Report the main run's last state once more, at 100%: the lottery check, the reference and the baselines
+        train after it, and a finished job's progress report should say where the job itself ended (its phase,
+        sparsity and metric), not where its reference did."""
+        if self.callbacks.progress is not None and self.main_last is not None:
+            last = self.main_last
+            self.callbacks.progress(replace(last, fraction=1.0, metrics={**last.metrics, "eta_s": 0.0}))
 
     def for_phase(self, name: str | None = None) -> Callbacks:
         """``name``: the phase shown to users; None inside the main run, where the method names it."""
@@ -196,7 +205,10 @@ class _Phases:
             eta = elapsed / done * (1 - fraction) if done > 0 and elapsed > 1 else None
             eta = 0.0 if fraction >= 1 else eta
             phase = name or p.phase
-            outer.progress(replace(p, fraction=fraction, phase=phase, metrics={**p.metrics, "eta_s": eta}))
+            sent = replace(p, fraction=fraction, phase=phase, metrics={**p.metrics, "eta_s": eta})
+            if index == 0:
+                self.main_last = sent
+            outer.progress(sent)
 
         def event(level: str, kind: str, message: str, data: dict[str, Any]) -> None:
             if outer.event is not None and name is not None and "phase" in data:
@@ -320,6 +332,7 @@ def run(
     else:
         reference = None
     verdict = judge(adapter.metric, adapter.lower_is_better, metrics[adapter.metric], reference, recipe)
+    phases.conclude()
 
     checkpoint = output_dir / "model.safetensors"
     save_checkpoint(
