@@ -1,7 +1,8 @@
 """The moduli paper's adding-problem setting at CPU scale: moduli-regularised magnitude pruning (torus DoG) against
-no regulariser and plain L1 at 90% sparsity, with the lottery re-initialisation check (METHODS.md section 2).
+no regulariser and plain L1 at 90% sparsity, with the lottery re-initialisation check (Mackey et al., 2024, moduli
+regularization).
 
-The paper: sequence length 50, ReLU RNN 128, Adam lr 1e-4, MSE, lambda 1e-3. METHODS.md gives no published MSE for
+The paper: sequence length 50, ReLU RNN 128, Adam lr 1e-4, MSE, lambda 1e-3. The paper publishes no MSE for
 the adding problem, so there is no paper column: the claim tested is the paper's ordering (geometry >= plain L1 and no
 regulariser at high sparsity) and the lottery stability.
 
@@ -21,7 +22,7 @@ What runs here (every job a recipe a user could submit, through ``compress.run``
 
 The MSE of always answering 1.0 is 0.167.
 
-Paper-scale cost: the paper's model is this one (128 units, length 50), only its training is longer (METHODS.md gives
+Paper-scale cost: the paper's model is this one (128 units, length 50), only its training is longer (the paper gives
 no step count). One step costs ~30 ms on one CPU thread (2000 dense steps in 61 s, loaded machine), so a 30k-step run
 at the paper's lr 1e-4 is ~15 CPU-minutes and this script's 15 jobs at 30k steps ~4 CPU-hours; on a GPU the step is
 latency-bound (50 sequential time steps, ~1-2 ms), about a minute a run. No GPU is needed to run it at paper scale.
@@ -137,7 +138,9 @@ def main(argv=None) -> None:
     }
     lotteries = {v: x for v, x in lotteries.items() if x}
     dense_mean = statistics.mean(results["dense"])
-    print(f"\n# validation MSE, mean +- sample std over seeds {args.seeds}; paper: no published MSE (METHODS.md)")
+    print(
+        f"\n# validation MSE, mean +- sample std over seeds {args.seeds}; paper: no published MSE (Mackey et al., 2024)"
+    )
     print(f"{'variant':<11}{'sparsity':>9}{'valid MSE':>22}{'x dense':>9}{'lottery re-init':>22}{'pruned sp':>11}")
     for variant, values in results.items():
         chosen = [r for r in rows if r["variant"] == variant]

@@ -1,7 +1,7 @@
 """Shared by benchmarks/moduli_lm.py and benchmarks/moduli_adding.py: run one recipe through ``compress.run``, collect
 the metric (and the lottery re-init metric), print mean +- sample std tables and the verdict on the paper's ordering.
 
-Not a benchmark itself. The ordering tested (the moduli paper, METHODS.md section 2): at a given sparsity the
+Not a benchmark itself. The ordering tested (the moduli paper, Mackey et al., 2024): at a given sparsity the
 geometric (DoG) variants are the best sparse models, and the unregularised / plain-L1 ones the worst; "clearly" means
 the gap also exceeds the sample std over seeds of both sides. The lottery check (new random init, the same masks,
 retrained with the regulariser on) is judged "stable" when the re-init metric is no worse than the original by more

@@ -1,9 +1,10 @@
 """The moduli paper's language-model claim at CPU scale: moduli-regularised magnitude pruning against no regulariser and
-plain L1, at 90% and 98% sparsity, with the lottery re-initialisation check (METHODS.md section 2).
+plain L1, at 90% and 98% sparsity, with the lottery re-initialisation check (Mackey et al., 2024, moduli
+regularization).
 
 The paper: WikiText-2, 3-layer tanh RNN 650, SGD lr 20 (/4 on plateau), clip 0.25, bptt 35, batch 20, 15 epochs,
 lambda 0.1, gradual global pruning; published claim "high-fidelity models at 98% sparsity" (v1 abstract), "above 90%"
-(v2) - no perplexity table is given in METHODS.md, so the paper column is that claim.
+(v2) - the paper gives no perplexity table, so the paper column is that claim.
 
 What runs here (every job a recipe a user could submit, through ``compress.run``):
 - data: PTB (the ``treebank`` package; WikiText-2 is not available on this machine, no package ships it), the first

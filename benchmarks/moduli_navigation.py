@@ -1,4 +1,5 @@
-"""Scaled-down reproduction of the moduli paper's navigation table (METHODS.md section 2, "Scale matters").
+"""Scaled-down reproduction of the moduli paper's navigation table (Mackey et al., 2024, moduli
+regularization).
 
 Position error (cm) at the target sparsity for several geometries against plain L1, no regulariser and the dense model,
 plus the lottery re-initialisation column (new random init, same masks, same training with the regulariser on), over

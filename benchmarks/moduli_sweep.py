@@ -1,8 +1,9 @@
 """Run a grid of benchmarks/moduli_navigation.py settings in parallel processes and summarise them in one table.
 
-This is how the navigation benchmark's scale rules were searched (METHODS.md "Scale matters"): each line of the grid
-file is one set of moduli_navigation.py arguments (``#`` starts a comment); every run writes its JSON, and the summary
-gives, per setting, the mean error of each variant, W_hh's surviving share and the paper-ordering verdicts.
+This is how the navigation benchmark's scale rules (how lambda and the space's size must scale with the width) were
+searched: each line of the grid file is one set of moduli_navigation.py arguments (``#`` starts a comment); every run
+writes its JSON, and the summary gives, per setting, the mean error of each variant, W_hh's surviving share and the
+paper-ordering verdicts.
 
     python benchmarks/moduli_sweep.py grid.txt --jobs 12 --out sweep/ [--device cuda] [--deadline SECONDS]
 

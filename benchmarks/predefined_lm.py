@@ -8,7 +8,7 @@ settings through compress.run:
   dense full        hidden 300 (the sparse model's width, dense: ~1.6x the recurrent parameters)
 
 Prints validation perplexity per epoch, parameters and wall time. Regime: short runs on a slice of the training text are
-limited by training time, not model size (METHODS.md, "Language model, same story"), so the table is an equal-epoch
+limited by training time, not model size, so the table is an equal-epoch
 comparison of early training; the paper's gain (58.8 -> 57.9) is for converged AWD-LSTM runs, which need a GPU:
 `--fraction 1 --epochs 40 --hidden 1150 --embedding 400 --layers 3` on one.
 

@@ -1,5 +1,6 @@
-""" "Learning to recite" (METHODS.md 1a): at a fixed parameter budget, does a wider predefined-sparse LSTM language
-model memorise its training text faster than a dense one of equal size?
+""" "Learning to recite" (Demeester et al., "Predefined Sparseness in Recurrent Sequence Models", CoNLL 2018): at a
+fixed parameter budget, does a wider predefined-sparse LSTM language model memorise its training text faster than a
+dense one of equal size?
 
 The paper trains AWD-LSTM-sized models with no regularisation on all of PTB at a budget of 7.07M parameters (dense
 reduced 200-575-575-200 against sparse models with larger hidden states) and reports that the sparse ones memorise

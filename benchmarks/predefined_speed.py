@@ -1,4 +1,5 @@
-"""Forward+backward speed of the predefined-sparse LSTM (METHODS.md section 1a), side by side with its baselines.
+"""Forward+backward speed of the predefined-sparse LSTM (Demeester et al., "Predefined Sparseness in Recurrent Sequence
+Models", CoNLL 2018: recurrent layers), side by side with its baselines.
 
 For each dense size n (input = hidden = n) and each k in 2, 4, 8, the sparse layer gets the dense layer's parameter
 count: its input density is fixed (default delta = 1/k, disjoint input windows; ``--density-factor f`` gives

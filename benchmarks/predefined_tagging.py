@@ -1,4 +1,5 @@
-"""Predefined-sparse word embeddings on tagging (METHODS.md 1b, the seed experiment) at a scale this CPU finishes.
+"""Predefined-sparse word embeddings on tagging (Demeester et al., "Predefined Sparseness in Recurrent Sequence Models",
+CoNLL 2018: embeddings, the seed experiment) at a scale this CPU finishes.
 
 No POS-tagged corpus ships here, so the script writes one (``generate_corpus``, deterministic by seed): word
 frequencies follow a Zipf law over a few thousand word types; every word has a latent class (its "part of speech");

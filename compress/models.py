@@ -1,8 +1,9 @@
 """Models for the text tasks, built from a recipe: recurrent stack and embedding, dense or predefined-sparse.
 
 ``build_recurrent`` is the one place that turns (model spec, method) into a recurrent layer, so every task and every
-baseline gets its layers the same way. With ``budget_of``, the planner chooses k and delta per layer so that the
-sparse stack has the parameters of a dense stack ``hidden_scale`` times narrower (METHODS.md section 1a).
+baseline gets its layers the same way. With ``budget_of``, the planner chooses k and delta per layer so that the sparse
+stack has the parameters of a dense stack ``hidden_scale`` times narrower (Demeester et al., "Predefined Sparseness in
+Recurrent Sequence Models", CoNLL 2018: recurrent layers).
 """
 
 from __future__ import annotations

@@ -179,6 +179,15 @@ class _Phases:
         self.callbacks, self.count, self.index = callbacks, count, 0
         self.started = time.monotonic()
         self.resumed_fraction: float | None = None
+        self.main_last: Progress | None = None  # the main run's last report, as sent
+
+    def conclude(self) -> None:
+        """Report the main run's last state once more, at 100%: the lottery check, the reference and the baselines
+        train after it, and a finished job's progress report should say where the job itself ended (its phase,
+        sparsity and metric), not where its reference did."""
+        if self.callbacks.progress is not None and self.main_last is not None:
+            last = self.main_last
+            self.callbacks.progress(replace(last, fraction=1.0, metrics={**last.metrics, "eta_s": 0.0}))
 
     def for_phase(self, name: str | None = None) -> Callbacks:
         """``name``: the phase shown to users; None inside the main run, where the method names it."""
@@ -196,7 +205,10 @@ class _Phases:
             eta = elapsed / done * (1 - fraction) if done > 0 and elapsed > 1 else None
             eta = 0.0 if fraction >= 1 else eta
             phase = name or p.phase
-            outer.progress(replace(p, fraction=fraction, phase=phase, metrics={**p.metrics, "eta_s": eta}))
+            sent = replace(p, fraction=fraction, phase=phase, metrics={**p.metrics, "eta_s": eta})
+            if index == 0:
+                self.main_last = sent
+            outer.progress(sent)
 
         def event(level: str, kind: str, message: str, data: dict[str, Any]) -> None:
             if outer.event is not None and name is not None and "phase" in data:
@@ -320,6 +332,7 @@ def run(
     else:
         reference = None
     verdict = judge(adapter.metric, adapter.lower_is_better, metrics[adapter.metric], reference, recipe)
+    phases.conclude()
 
     checkpoint = output_dir / "model.safetensors"
     save_checkpoint(
@@ -464,7 +477,7 @@ def find_warnings(report: Mapping[str, Any], verdict: Mapping[str, Any], recipe:
             _warning(
                 "sparsity_not_reached",
                 f"the pruned tensors reached {pruning['sparsity']:.1%} sparsity, not the "
-                f"{pruning['target_sparsity']:.1%} asked (the floors keep more): lower min_density or prune fewer",
+                f"{pruning['target_sparsity']:.1%} asked: {_what_keeps_more(recipe)}",
             )
         )
     if verdict.get("within_tolerance") is False:
@@ -478,6 +491,23 @@ def find_warnings(report: Mapping[str, Any], verdict: Mapping[str, Any], recipe:
             )
         )
     return warnings
+
+
+def _what_keeps_more(recipe: Recipe) -> str:
+    """Why pruning kept more than its target, and what the recipe can change: ``method.min_density``, the floors
+    (``method.floors``), or the target itself."""
+    method = recipe.method
+    min_density, floors = getattr(method, "min_density", 0.0), getattr(method, "floors", False)
+    causes, fixes = [], []
+    if min_density > 0:
+        causes.append(f"method.min_density keeps at least {min_density:.1%} of each tensor")
+        fixes.append("lower method.min_density")
+    if floors:
+        causes.append("the floors keep one input per output unit and one output per input feature")
+        fixes.append("set method.floors: false")
+    fixes.append("ask a lower method.target_sparsity")
+    cause = " and ".join(causes) if causes else "some tensors could not be pruned further"
+    return f"{cause}; {' or '.join(fixes)}"
 
 
 def _lottery(recipe, adapter, sizes, masks, callbacks, device, metric) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""Unstructured magnitude pruning with masks kept beside the weights (METHODS.md sections 2 and 3).
+"""Unstructured magnitude pruning with masks kept beside the weights (the moduli paper's, Mackey et al., 2024, with
+this project's allocations and floors).
 
 - :func:`allocate_masks`: how many weights each tensor keeps (``allocation``) and which (smallest |w| pruned first):
   "global" (one threshold over every tensor: the moduli paper's), "uniform" (each tensor to the target) or "erk"

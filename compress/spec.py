@@ -84,7 +84,8 @@ class ModelSpec(_Strict):
 
 class DenseBudget(_Strict):
     """Give the sparse layers the parameter count of a dense model whose hidden size is ``hidden_size / hidden_scale``;
-    the planner picks k and delta per layer (METHODS.md section 1a, "given reduction")."""
+    the planner picks k and delta per layer (Demeester et al., "Predefined Sparseness in Recurrent Sequence Models",
+    CoNLL 2018: recurrent layers at a given parameter reduction)."""
 
     hidden_scale: float = Field(1.5, gt=1, le=16)
 
@@ -145,8 +146,10 @@ FROM_WEIGHTS_SCHEDULE = {"schedule": "cubic", "start_fraction": 0.0, "end_fracti
 
 class PruningSettings(_Strict):
     """Gradual magnitude pruning. ``allocation`` decides how many weights each tensor keeps, ``targets`` which tensors
-    are pruned, and the floors keep every tensor alive (METHODS.md section 3). ``preset: paper`` fills in the moduli
-    paper's settings (global, every matrix, no floors) for the fields you do not give."""
+    are pruned, and this project's floors (``floors``: every output unit keeps its largest input and every input feature
+    its largest output; ``min_density``: a share each tensor keeps) keep every tensor alive whatever the allocation.
+    ``preset: paper`` fills in the moduli paper's settings (global, every matrix, no floors) for the fields you do not
+    give."""
 
     target_sparsity: float = Field(0.9, ge=0, lt=1, description="share of the targeted tensors' weights set to zero")
     schedule: Literal["one_shot", "linear", "cubic"] = Field(

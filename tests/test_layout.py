@@ -80,3 +80,13 @@ def test_tests_share_helpers_through_plain_modules_only():
                 assert imported.startswith(("from tests.helpers", "import tests.helpers")), (
                     f"{module.relative_to(ROOT)} imports a test module or a conftest: {imported}"
                 )
+
+
+def test_no_shipped_file_refers_to_the_teams_internal_methods_notes():
+    # METHODS.md is not part of the project: code, recipes, benchmarks and the API document cite the papers instead.
+    tops = ("compress", "service", "workers", "client", "benchmarks", "recipes", "migrations", "docs", "scripts")
+    files = [p for top in tops for p in (ROOT / top).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    files.append(ROOT / "openapi.json")
+    assert len(files) > 50  # the walk saw the tree
+    naming = [str(p.relative_to(ROOT)) for p in files if b"METHODS.md" in p.read_bytes()]
+    assert naming == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,35 +103,83 @@ def _duration(seconds: float) -> str:
 
 
 class ProgressDisplay:
-    """``--wait``'s feedback on stderr: on a terminal one updating bar (tqdm), elsewhere (a log, a pipe) a line only
-    when what it says changed."""
+    """``--wait``'s feedback on stderr. On a terminal: one updating bar (tqdm). Elsewhere (a log, a pipe): a line only
+    when something a reader cares about changed - the status, the phase, the progress crossing a step of
+    ``percent_step`` percent, a new evaluation of the metric - and otherwise at most one line every ``heartbeat_s``
+    seconds, so a job that moves its training step on every poll does not write a line per poll. The verdict and the
+    warnings are printed after the wait (:func:`wait_and_report`), whatever this shows."""
 
-    def __init__(self, job_id: str, stream=None) -> None:
+    def __init__(
+        self, job_id: str, stream=None, *, heartbeat_s: float = 60.0, percent_step: int = 10, clock=None
+    ) -> None:
+        import time
+
         self.job_id, self.stream = job_id, stream or sys.stderr
+        self.heartbeat_s, self.percent_step, self.clock = heartbeat_s, percent_step, clock or time.monotonic
         self.bar = None
-        self.last = None
+        self.milestone: tuple | None = None  # what was true at the last line printed
+        self.printed_at: float | None = None
+        self.printed: tuple | None = None
         if self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=100, desc=job_id, unit="%", file=self.stream, bar_format=_BAR, dynamic_ncols=True)
+            self.bar = _progress_bar(job_id, self.stream)
 
     def update(self, job) -> None:
         text = describe_live(job)
         percent = round(100 * job.progress)
         if self.bar is not None:
             self.bar.n = percent
-            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.status = text
             self.bar.refresh()
-        elif (text, percent) != self.last:
+            return
+        live = job.live
+        milestone = (
+            job.status,
+            live.phase if live is not None else None,
+            percent // self.percent_step,
+            (live.metric, live.value) if live is not None and live.value is not None else None,
+        )
+        now = self.clock()
+        beat = self.printed_at is not None and now - self.printed_at >= self.heartbeat_s
+        if milestone != self.milestone or (beat and (text, percent) != self.printed):
             print(f"{self.job_id}: {percent}% {text}", file=self.stream, flush=True)
-        self.last = (text, percent)
+            self.milestone, self.printed_at, self.printed = milestone, now, (text, percent)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-_BAR = "{desc}: {percentage:3.0f}%|{bar:20}| {postfix}"
+_BAR = "{desc}: {percentage:3.0f}%|{bar:20}| {status}"
+_FALLBACK_COLUMNS = 80  # a terminal that reports no width (a fresh pty says 0 columns and 0 rows)
+
+
+def _window(fp) -> tuple[int, int | None]:
+    """The bar's width and the rows tqdm may use, as tqdm's own dynamic_ncols measures them (the terminal's less one),
+    but :data:`_FALLBACK_COLUMNS` wide and tqdm's default rows where the terminal reports none: tqdm would draw a
+    0-column terminal's bar at width -1 and, with -1 rows, draw nothing at all."""
+    try:
+        columns, rows = os.get_terminal_size(fp.fileno())
+    except (AttributeError, OSError, ValueError):
+        columns, rows = 0, 0
+    return (columns - 1 if columns > 0 else _FALLBACK_COLUMNS), (rows - 1 if rows > 1 else None)
+
+
+def _progress_bar(job_id: str, stream):
+    """A tqdm bar whose text after the bar is ``status`` as given (tqdm's own postfix starts with ', '), resized with
+    the terminal (:func:`_window`)."""
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        status = ""
+
+        @property
+        def format_dict(self):
+            return super().format_dict | {"status": self.status}
+
+    columns, rows = _window(stream)
+    bar = Bar(total=100, desc=job_id, unit="%", file=stream, bar_format=_BAR, ncols=columns, nrows=rows)
+    bar.dynamic_ncols = _window  # what tqdm calls (with its file) to measure the terminal before each draw
+    return bar
 
 
 def verdict_lines(job) -> list[str]:

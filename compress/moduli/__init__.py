@@ -1,4 +1,4 @@
-"""Moduli regularization (Mackey et al. 2024, METHODS.md section 2): neurons on a manifold, weights cost by distance.
+"""Moduli regularization (Mackey et al., 2024): neurons on a manifold, weights cost by distance.
 
 >>> from compress.moduli import ModuliRegularizer, coefficients, distances, sample_points
 >>> points = sample_points("klein", 256, seed=0)

@@ -1,4 +1,5 @@
-"""Inhibitors: the cost g(d) of a connection between two neurons at distance d (METHODS.md section 2).
+"""Inhibitors: the cost g(d) of a connection between two neurons at distance d (moduli regularization, Mackey et
+al., 2024).
 
 - ``dog``: difference of Gaussians 100 (e^{-d^2/5} - e^{-4 d^2}). Zero at d = 0, peak ~81.2 at d ~ 0.888, ~0 beyond 5.
   Used inverted (below), which makes near neurons cheap: ~81 at d = 0, 0 at d ~ 0.89, ~36 at 2, ~65 at 3, ~81 far away.

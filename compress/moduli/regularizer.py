@@ -1,7 +1,7 @@
 """The moduli regularizer: penalise each recurrent weight by the distance between the neurons it connects.
 
 penalty = lambda * sum over recurrent W_hh of mean_ij(C_ij * |W_hh[i, j]|^p)
-        + lambda_plain * sum over the other weights (W_ih, encoder, decoder, ...) of mean|W|^p      (METHODS.md 2)
+        + lambda_plain * sum over the other weights (W_ih, encoder, decoder, ...) of mean|W|^p    (Mackey et al. 2024)
 
 Gate awareness: PyTorch packs the G gates of an LSTM (G = 4) or GRU (3) into the rows of W_hh, shape (G*N, N), so row
 g*N + i belongs to neuron i and C is tiled G times along the rows. Predefined-sparse layers (``compress.predefined``)
@@ -11,10 +11,10 @@ sparse layer and its dense equivalent (zeros off the blocks) get exactly the sam
 
 Scale-free strength (``width_exponent``). The paper's lambda = 0.1 was tuned at N = 4096. Because the moduli term is a
 mean over N^2 entries, each weight's regularisation gradient is lambda * C_ij / (G N^2): at N = 256 it is 256 times the
-paper's, which shrinks W_hh until pruning strips it (measured, METHODS.md "Scale matters"). With ``width_exponent=a``
-the moduli term uses lambda * (N / 4096)^a and each plain term lambda * (N / 4096)^(a / 2); a = 2 gives every weight the
-regularisation gradient it would get in the 4096-wide model (the plain tensors have one hidden-sized dimension, hence
-the half exponent). ``width_exponent=None`` is the paper's formula unchanged.
+paper's, which shrinks W_hh until pruning strips it (measured with benchmarks/moduli_sweep.py). With
+``width_exponent=a`` the moduli term uses lambda * (N / 4096)^a and each plain term lambda * (N / 4096)^(a / 2); a = 2
+gives every weight the regularisation gradient it would get in the 4096-wide model (the plain tensors have one
+hidden-sized dimension, hence the half exponent). ``width_exponent=None`` is the paper's formula unchanged.
 
 Space size (``space_scale``). Two rules, and they differ at small N:
 - 1.0 (default, the paper's spaces): the *fraction* of cheap pairs stays ~4% at every N (inverted DoG < 10), so at a

@@ -1,4 +1,5 @@
-"""Moduli spaces: where hidden neurons live, and how far apart two of them are (METHODS.md section 2).
+"""Moduli spaces: where hidden neurons live, and how far apart two of them are (moduli regularization, Mackey et
+al., 2024).
 
 Every space has a *paper size* (circle and sphere: geodesic distance 5*arccos, S^3: 10*arccos, torus and Klein bottle:
 side 10) chosen by the paper for N = 4096 neurons, and an optional ``scale`` that multiplies all its lengths.

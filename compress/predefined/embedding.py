@@ -1,4 +1,5 @@
-"""Predefined-sparse word embeddings: frequent words get long vectors, rare words short ones (METHODS.md 1b).
+"""Predefined-sparse word embeddings: frequent words get long vectors, rare words short ones (Demeester et al.,
+"Predefined Sparseness in Recurrent Sequence Models", CoNLL 2018: embeddings).
 
 The d dimensions are cut into B blocks; block 0 covers every word, block b only the ~V*alpha^b words ranked first.
 Each block is a small dense table, so no V x d mask is ever held in memory. A word's vector is its blocks' entries,

@@ -1,4 +1,5 @@
-"""Where each component of a predefined-sparse recurrent layer sits (METHODS.md section 1a).
+"""Where each component of a predefined-sparse recurrent layer sits (Demeester et al., "Predefined Sparseness in
+Recurrent Sequence Models", CoNLL 2018: recurrent layers).
 
 A layer with hidden size H and k components is k small dense recurrent layers side by side: component c owns a
 contiguous slice of the hidden state and reads a contiguous window of the input. Windows all have the same length

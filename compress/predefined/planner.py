@@ -1,6 +1,7 @@
 """Parameter budget planner: which (components, input_density) make a sparse layer as large as a dense one.
 
-METHODS.md section 1a, "given reduction" mode. A dense layer (in_factor*n_in -> out_factor*n_hid) has
+Demeester et al., "Predefined Sparseness in Recurrent Sequence Models", CoNLL 2018, recurrent layers, at a given
+parameter reduction. A dense layer (in_factor*n_in -> out_factor*n_hid) has
 G*(hi*ho + ho^2 + 2*ho) parameters at its own sizes; a sparse layer (n_in -> n_hid, k, delta) about
 G*(delta*hi*ho + ho^2/k + 2*ho). Equal counts give delta; delta >= 1/k gives the smallest valid k.
 """

@@ -1,4 +1,5 @@
-"""Predefined-sparse recurrent layers: k small dense RNN/LSTM/GRU layers side by side (METHODS.md section 1a).
+"""Predefined-sparse recurrent layers: k small dense RNN/LSTM/GRU layers side by side
+(Demeester et al., "Predefined Sparseness in Recurrent Sequence Models", CoNLL 2018: recurrent layers).
 
 The layers take the same arguments and follow the same call and return conventions as ``torch.nn.LSTM``/``GRU``/``RNN``
 (time-major or batch-first, unbatched input, optional initial state, ``PackedSequence``), so they drop into existing

@@ -1,4 +1,4 @@
-"""The adding problem (Hochreiter & Schmidhuber; used by the moduli paper, METHODS.md section 2).
+"""The adding problem (Hochreiter & Schmidhuber; used by the moduli paper, Mackey et al., 2024).
 
 Each sequence has two channels: random values in [0, 1), and a marker that is 1 at exactly two positions (one in each
 half of the sequence) and 0 elsewhere. The target is the sum of the two marked values. Predicting the constant 1 gives

@@ -1,4 +1,4 @@
-"""Navigation (path integration) task of the moduli paper (METHODS.md section 2), after Sorscher et al.'s grid-cell RNN.
+"""Navigation (path integration) task of the moduli paper (Mackey et al., 2024), after Sorscher et al.'s grid-cell RNN.
 
 An agent runs random walks in a 2.2 m x 2.2 m box (dt = 0.02 s, Rayleigh-distributed forward speeds, Gaussian turning,
 turning away from walls it is heading into). The RNN sees only the 2-D velocity; its initial state is a linear map of

@@ -15,7 +15,8 @@ from compress.tasks.base import MAX_SEQUENCE, MAX_STEPS_PER_EPOCH, Metric, Purpo
 
 
 class NavigationTask(StrictModel):
-    """Path integration in a 2.2 m box (METHODS.md section 2): velocities in, place-cell activity out."""
+    """Path integration in a 2.2 m box (the navigation task of Mackey et al., 2024, moduli regularization):
+    velocities in, place-cell activity out."""
 
     type: Literal["navigation"] = "navigation"
     place_cells: int = Field(512, ge=3, le=65_536)

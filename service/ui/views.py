@@ -16,12 +16,20 @@ PLOT_CAPTIONS = {
     "recurrent_weights.png": "Recurrent weights |W_hh| of each layer (black = zero)",
     "moduli_neurons.png": "Hidden neurons on the moduli space",
 }
+# What the colour of a headline's ratio means, shown as its tooltip.
+TONE_TITLES = {
+    "better": "no worse than the reference",
+    "within": "worse than the reference, within the recipe's quality_tolerance",
+    "worse": "worse than the reference by more than the recipe's quality_tolerance",
+}
 REPORT_MAX_BYTES = 8 * 1024 * 1024  # a report is a few kB per tensor; anything larger is offered as a download only
 
 
 def headline(job: JobObject) -> dict[str, Any] | None:
-    """The job's result against its dense reference, when the job has one: name, value, reference, ratio, and whether
-    the result is worse than the reference (from ``lower_is_better``). A job without the headline keys shows its task
+    """The job's result against its dense reference, when the job has one: name, value, reference, ratio, whether
+    the result is worse than the reference (from ``lower_is_better``), and its ``tone``: ``better`` (no worse than
+    the reference), ``within`` (worse, but within the recipe's quality tolerance: the job's ``within_tolerance``) or
+    ``worse`` (beyond it), which colours the ratio. A job without the headline keys shows its task
     metric alone: the one its progress reports name, else its first validation metric besides the loss."""
     metrics = job.metrics
     name, value = metrics.get("name"), metrics.get("value")
@@ -29,7 +37,7 @@ def headline(job: JobObject) -> dict[str, Any] | None:
         name = _task_metric(job)
         if name is None:
             return None
-        return {"name": name, "value": metrics[name], "reference": None, "ratio": None, "worse": None}
+        return {"name": name, "value": metrics[name], "reference": None, "ratio": None, "worse": None, "tone": None}
     reference = metrics.get("reference") if _number(metrics.get("reference")) else None
     ratio = metrics.get("ratio") if _number(metrics.get("ratio")) else None
     if ratio is None and reference:
@@ -38,7 +46,16 @@ def headline(job: JobObject) -> dict[str, Any] | None:
     worse = None
     if reference is not None and isinstance(lower, bool):
         worse = value > reference if lower else value < reference
-    return {"name": name, "value": value, "reference": reference, "ratio": ratio, "worse": worse}
+    within = metrics.get("within_tolerance")
+    if worse is None:
+        tone = None
+    elif not worse:
+        tone = "better"
+    elif isinstance(within, bool):
+        tone = "within" if within else "worse"
+    else:  # a job written before the verdict carried within_tolerance
+        tone = "worse"
+    return {"name": name, "value": value, "reference": reference, "ratio": ratio, "worse": worse, "tone": tone}
 
 
 def _task_metric(job: JobObject) -> str | None:

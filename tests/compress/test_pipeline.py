@@ -227,3 +227,34 @@ def test_broken_trajectories_fail_with_the_array_named(tmp_path):
     np.savez(archive, velocity=np.zeros((4, 8, 2)), position=np.zeros((4, 8, 2)))
     with pytest.raises(DataError, match="'start'"):
         compress.run(recipe("navigation", "dense"), {"train": archive}, output_dir=tmp_path / "out", device="cpu")
+
+
+def _not_reached(result_or_warnings) -> str:
+    warnings = getattr(result_or_warnings, "warnings", result_or_warnings)
+    (warning,) = [w for w in warnings if w["code"] == "sparsity_not_reached"]
+    return warning["message"]
+
+
+def test_sparsity_not_reached_blames_the_floors_when_they_keep_the_weights(tmp_path):
+    # 16 hidden units, 2 inputs, 99% asked with the floors on and min_density 0: the floors alone keep one weight per
+    # row and per column (W_ih keeps 16 of 32), so the advice is to turn them off, not to lower min_density.
+    body = recipe("adding", "magnitude_pruning").model_dump()
+    body["method"] |= {"target_sparsity": 0.99, "floors": True, "min_density": 0.0}
+    result = compress.run(Recipe.model_validate(body), {}, output_dir=tmp_path, device="cpu")
+    message = _not_reached(result)
+    assert "method.floors: false" in message and "method.target_sparsity" in message
+    assert "min_density" not in message
+
+
+def test_sparsity_not_reached_blames_min_density_when_it_is_set():
+    from compress.pipeline import find_warnings
+
+    body = recipe("adding", "magnitude_pruning").model_dump()
+    body["method"] |= {"target_sparsity": 0.9, "floors": False, "min_density": 0.3}
+    report = {"tensors": [], "pruning": {"sparsity": 0.7, "target_sparsity": 0.9}}
+    message = _not_reached(find_warnings(report, {}, Recipe.model_validate(body), set()))
+    assert "lower method.min_density" in message and "30.0%" in message
+    assert "floors" not in message
+    body["method"]["floors"] = True  # both keep weights: both are named
+    message = _not_reached(find_warnings(report, {}, Recipe.model_validate(body), set()))
+    assert "lower method.min_density" in message and "method.floors: false" in message

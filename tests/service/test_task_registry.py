@@ -164,4 +164,7 @@ def test_the_api_lists_the_registered_tasks_with_their_roles_and_purposes(recall
     assert by_type["sequence_tagging"]["metric"]["lower_is_better"] is False
     assert by_type["language_model"]["roles"]["train"]["required"] is True
     assert listing["purposes"] == ["lm_text", "tagging_conll", "trajectories", "weights", "vocabulary"]
+    # the navigation task cites the paper it comes from, not a document the project does not ship
+    assert "Mackey et al., 2024" in by_type["navigation"]["description"]
+    assert "METHODS" not in response.text
     assert client.get("/v1/tasks").status_code == 401

@@ -164,6 +164,56 @@ def test_the_pages_show_the_result_against_its_reference_and_the_live_report(
     assert client.get(f"/v1/jobs/{job['id']}", headers=alice).json()["status"] == "cancelling"
 
 
+def test_the_ratio_is_coloured_by_the_jobs_quality_tolerance_not_by_any_difference(
+    app, client, alice, train_file, browser_for
+):
+    # The verdicts a job carries (compress.pipeline.judge, tolerance 1.25): 1.683x is beyond it, 1.227x and 1.163x
+    # are worse than the reference but within it, 0.95x is better; an accuracy (higher is better) at 0.7x is beyond.
+    cases = {
+        (202.0, 120.0, True, False): "worse",
+        (147.2, 120.0, True, True): "within",
+        (139.6, 120.0, True, True): "within",
+        (114.0, 120.0, True, True): "better",
+        (0.56, 0.8, False, False): "worse",
+    }
+    ids = {}
+    for (value, reference, lower, within), tone in cases.items():
+        job = create_job_ok(client, alice, train_file["id"])
+        with app.state.sessions() as session:
+            row = session.get(Job, job["id"])
+            row.status, row.progress = "succeeded", 1.0
+            row.metrics = {"name": "m", "value": value, "reference": reference, "ratio": value / reference}
+            row.metrics |= {"lower_is_better": lower, "within_tolerance": within, "reference_kind": "dense"}
+            session.commit()
+        ids[job["id"]] = tone
+    ours = browser_for("alice")
+    listed = ours.get("/ui/jobs").text
+    for job_id, tone in ids.items():
+        row_html = re.search(rf'<tr data-job="{job_id}">(.*?)</tr>', listed, re.S).group(1)
+        (shown,) = re.findall(r'class="ratio ?([a-z]*)"', row_html)
+        assert shown == tone, (job_id, row_html)
+        page = ours.get(f"/ui/jobs/{job_id}").text
+        assert re.findall(r'class="ratio ?([a-z]*)"', page) == [tone]
+
+
+def test_the_jobs_page_says_where_sweeps_are(client, alice, browser_for):
+    from sparseq.cli import parser
+
+    page = browser_for("alice").get("/ui/jobs").text
+    text = " ".join(re.sub(r"<[^>]+>", "", page).split())
+    assert "not a part of sparseq" not in text
+    # every way the page names to reach sweeps exists: the API route, the CLI's commands, the SDK's attribute
+    assert "/v1/sweeps" in text and client.get("/v1/sweeps", headers=alice).status_code == 200
+    named = text.split("sparseq sweeps ", 1)[1].split(", the SDK", 1)[0]  # "create, list, ... and download"
+    commands = re.split(r", | and ", named)
+    assert {"create", "list", "retrieve", "download"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit) as shown:
+            parser().parse_args(["sweeps", command, "--help"])
+        assert shown.value.code == 0, command
+    assert "client.sweeps" in text
+
+
 def test_a_form_posted_from_another_site_is_refused(client, alice, train_file, browser_for):
     job = create_job_ok(client, alice, train_file["id"])
     ours = browser_for("alice")

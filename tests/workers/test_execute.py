@@ -94,7 +94,12 @@ def test_a_job_carries_its_verdict_against_the_dense_reference(world):
     assert metrics["reference"] == pytest.approx(dense.metrics["valid_mse"], rel=1e-5)
     assert metrics["ratio"] == pytest.approx(metrics["value"] / metrics["reference"])
     assert metrics["value"] == metrics["valid_mse"] and metrics["reference_kind"] == "dense_full"
-    assert job.live["phase"] == "reference" and job.live["step"] == job.live["total_steps"] == 10
+    # The reference trains after the job's own run, but the finished job's progress report is where the job ended:
+    # the main run's last phase (pruning to 50% by 67% of training, then fine-tuning), its sparsity and its metric.
+    assert job.live["phase"] == "fine_tune" and job.live["step"] == job.live["total_steps"] == 10
+    assert job.live["sparsity"] == pytest.approx(metrics["pruned_sparsity"]) and job.live["sparsity"] > 0.4
+    assert job.live["metric"] == "valid_mse" and job.live["value"] == pytest.approx(metrics["valid_mse"])
+    assert job.live["eta_s"] == 0 and job.progress == 1.0
 
 
 def test_a_tensor_pruned_away_is_a_warning_on_the_job(world):
