@@ -172,6 +172,72 @@ def _pyplot():
     return plt
 
 
+# What each reference or baseline is, in the words the pictures use.
+REFERENCE_LABELS = {
+    "dense_same_params": "dense, same parameters",
+    "dense_full": "dense, full size",
+    "initial_weights": "your weights",
+}
+
+
+def run_label(name: str, reference_kind: str | None) -> str:
+    """A trained reference's or baseline's legend label, e.g. "reference: dense, same parameters"."""
+    what = REFERENCE_LABELS.get(name, name)
+    return f"reference: {what}" if name == reference_kind else f"baseline: {what}"
+
+
+def curves_figure(
+    history: list[dict[str, Any]],
+    metric: str,
+    *,
+    compared: dict[str, dict[str, Any]] | None = None,
+    title: str | None = None,
+):
+    """The figure of ``curves.png``: training loss and the metric against the step, each run of ``compared`` (label
+    -> its metrics, and its ``history`` when it was trained) beside this job: a trained run dashed at every
+    evaluation, a run without history (the user's own weights, evaluated before training) as a dashed horizontal
+    line at its metric."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    steps = [h["step"] for h in history]
+    axes[0].plot(steps, [h["train_loss"] for h in history], marker=".", label="this job")
+    axes[1].plot(steps, [h[metric] for h in history], marker=".", color="tab:orange", label="this job")
+    for index, (name, run) in enumerate((compared or {}).items()):
+        other = run.get("history") or []
+        color = f"C{index + 2}"
+        if other:
+            style = {"linestyle": "--", "marker": ".", "color": color, "label": name}
+            axes[0].plot([h["step"] for h in other], [h["train_loss"] for h in other], **style)
+            axes[1].plot([h["step"] for h in other], [h[metric] for h in other], **style)
+        elif metric in run:
+            value = run[metric]
+            axes[1].axhline(value, linestyle="--", color=color, label=f"{name}: {value:.4g}")
+    axes[0].set(xlabel="training step", ylabel="training loss", title="training loss")
+    axes[1].set(xlabel="training step", ylabel=metric, title=f"{metric} at each evaluation")
+    values = [h[metric] for h in history if h[metric] > 0]
+    if values and max(values) > 5 * min(values):  # an untrained first evaluation would flatten the rest
+        axes[1].set_yscale("log")
+    sparsity = [h.get("pruned_sparsity") for h in history]
+    if any(v is not None for v in sparsity):
+        twin = axes[1].twinx()
+        twin.step(steps, [v or 0.0 for v in sparsity], where="post", color="tab:purple", alpha=0.6)
+        twin.set_ylabel("sparsity of the pruned tensors", color="tab:purple")
+        twin.set_ylim(0, 1)
+    for axis in axes:
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _save(figure, path: Path) -> Path:
+    figure.savefig(path, dpi=100)
+    _pyplot().close(figure)
+    return path
+
+
 def save_plots(
     model: nn.Module,
     history: list[dict[str, Any]],
@@ -187,39 +253,7 @@ def save_plots(
     directory = Path(directory)
     written = []
     if history:
-        figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-        steps = [h["step"] for h in history]
-        axes[0].plot(steps, [h["train_loss"] for h in history], marker=".", label="this job")
-        axes[1].plot(steps, [h[metric] for h in history], marker=".", color="tab:orange", label="this job")
-        for index, (name, run) in enumerate((compared or {}).items()):
-            other = run.get("history") or []
-            style = {"linestyle": "--", "marker": ".", "color": f"C{index + 2}", "label": name}
-            if other:
-                axes[0].plot([h["step"] for h in other], [h["train_loss"] for h in other], **style)
-                axes[1].plot([h["step"] for h in other], [h[metric] for h in other], **style)
-        for name, value in ((n, r[metric]) for n, r in (compared or {}).items() if not r.get("history")):
-            axes[1].axhline(value, linestyle=":", color="gray", label=f"{name} ({value:.4g})")
-        axes[0].set(xlabel="training step", ylabel="training loss", title="training loss")
-        axes[1].set(xlabel="training step", ylabel=metric, title=f"{metric} at each evaluation")
-        values = [h[metric] for h in history if h[metric] > 0]
-        if values and max(values) > 5 * min(values):  # an untrained first evaluation would flatten the rest
-            axes[1].set_yscale("log")
-        sparsity = [h.get("pruned_sparsity") for h in history]
-        if any(v is not None for v in sparsity):
-            twin = axes[1].twinx()
-            twin.step(steps, [v or 0.0 for v in sparsity], where="post", color="tab:purple", alpha=0.6)
-            twin.set_ylabel("sparsity of the pruned tensors", color="tab:purple")
-            twin.set_ylim(0, 1)
-        for axis in axes:
-            axis.legend(fontsize=8)
-            axis.grid(alpha=0.3)
-        if title:
-            figure.suptitle(title, fontsize=9)
-        figure.tight_layout()
-        path = directory / "curves.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(curves_figure(history, metric, compared=compared, title=title), directory / "curves.png"))
     matrices = recurrent_matrices(model)
     if matrices:
         figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.4), squeeze=False)
