@@ -368,7 +368,15 @@ def run(
     )
     files += extra_files
     metrics |= extra_metrics
-    files += save_tradeoff_plot(report, output_dir, adapter.metric, trained, reference_kind, title=summary(recipe))
+    files += save_tradeoff_plot(
+        report,
+        output_dir,
+        adapter.metric,
+        trained,
+        reference_kind,
+        compare_speed=recipe.method.type != "dense",  # a dense model's dense equivalent is itself
+        title=summary(recipe),
+    )
     rewrite_report(report_path, report)
     return Result(model, metrics, outcome.history, report, checkpoint, files, baselines, verdict, warnings)
 

@@ -271,6 +271,106 @@ def save_plots(
     return written
 
 
+def _byte_unit(largest: float) -> tuple[float, str]:
+    """The decimal unit checkpoint sizes read best in: (bytes per unit, its name)."""
+    for scale, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if largest >= scale:
+            return scale, name
+    return 1.0, "bytes"
+
+
+def _quality_limits(axis, values: list[float]) -> None:
+    """A metric axis over at least 10% of the values' size, so a 1% difference is not drawn as a cliff."""
+    low, high = min(values), max(values)
+    span = max(high - low, 0.1 * max(abs(low), abs(high)))
+    middle = (low + high) / 2
+    axis.set_ylim(middle - 0.6 * span, middle + 0.6 * span)
+
+
+def tradeoff_figure(
+    report: dict[str, Any],
+    metric: str,
+    trained: dict[str, dict[str, Any]] | None = None,
+    reference_kind: str | None = None,
+    *,
+    compare_speed: bool = True,
+    title: str | None = None,
+):
+    """The figure of ``tradeoff.png``, or None when there is nothing to compare this job with.
+
+    Quality against checkpoint size: this job (its file), its reference and baselines (4 bytes a parameter), each a
+    point from one model, an arrow from the reference to this job. Quality against speed (``compare_speed``, when the
+    report has a measured speed): this job at its batch-1 and batch-32 speed-ups over its dense equivalent (the same
+    weights stored dense, so the same quality: a vertical line at speed 1.0), the reference's quality as a
+    horizontal line."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    verdict = report.get("verdict") or {}
+    value = verdict.get("value", report["metrics"][metric])
+    points = [("this job", report["checkpoint_bytes"], value)]
+    element = 4
+    for name, run in (trained or {}).items():
+        points.append((run_label(name, reference_kind), run["parameters"] * element, run[metric]))
+    if reference_kind == "initial_weights" and verdict.get("reference") is not None:
+        points.append(
+            (run_label(reference_kind, reference_kind), report["dense_checkpoint_bytes"], verdict["reference"])
+        )
+    reference = next((p for p in points if p[0].startswith("reference:")), None)
+    speed = (report.get("speed") or {}) if compare_speed else {}
+    speedups = [(f"this job, batch {b}", speed.get(k)) for b, k in ((1, "speedup_latency"), (32, "speedup_throughput"))]
+    speedups = [(label, s) for label, s in speedups if s]
+    if len(points) == 1 and not speedups:
+        return None
+    plt = _pyplot()
+    panels = 2 if speedups else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.4), squeeze=False, sharey=True)
+    axis = axes[0][0]
+    colours = {label: f"C{index}" for index, (label, _, _) in enumerate(points)}
+    for label, size, quality in points:
+        axis.scatter([size], [quality], s=60, color=colours[label], label=f"{label}: {quality:.4g}", zorder=3)
+    if reference is not None:  # from the reference to this job: what the compression cost and saved
+        _, ref_size, ref_value = reference
+        axis.annotate(
+            "", xy=(points[0][1], value), xytext=(ref_size, ref_value), arrowprops={"arrowstyle": "->", "color": "gray"}
+        )
+        axis.set_title(
+            f"quality against size: {points[0][1] / ref_size:.2f}× the size, {value / ref_value:.3g}× the {metric}"
+            " of the reference",
+            fontsize=10,
+        )
+    else:
+        axis.set_title("quality against size", fontsize=10)
+    scale, unit = _byte_unit(max(size for _, size, _ in points))
+    axis.set_xlim(0, 1.15 * max(size for _, size, _ in points))  # from zero: a third of the size looks a third
+    axis.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / scale:.4g}"))
+    axis.set(xlabel=f"checkpoint size ({unit}): this job's file; others at 4 bytes a parameter", ylabel=metric)
+    _quality_limits(axis, [q for _, _, q in points])
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    if speedups:
+        speed_axis = axes[0][1]
+        for (label, speedup), marker in zip(speedups, ("o", "s"), strict=False):
+            speed_axis.scatter([speedup], [value], s=60, color="C0", marker=marker, label=f"{label}: {speedup:.2f}×")
+        speed_axis.axvline(1.0, linestyle="--", color="gray", label="dense equivalent (speed 1.0)")
+        if reference is not None:
+            speed_axis.axhline(
+                reference[2], linestyle=":", color=colours[reference[0]], label=f"{reference[0]} (its {metric})"
+            )
+        speed_axis.set_xlim(0, max(1.2, 1.1 * max(s for _, s in speedups)))
+        speed_axis.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        speed_axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}×"))
+        speed_axis.set(xlabel="speed-up over the dense equivalent (same weights stored dense)")
+        speed_axis.set_title("quality against speed", fontsize=10)
+        speed_axis.tick_params(labelleft=True)
+        speed_axis.grid(alpha=0.3)
+        speed_axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(textwrap.fill(title, 110), fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def save_tradeoff_plot(
     report: dict[str, Any],
     directory: str | Path,
@@ -278,54 +378,12 @@ def save_tradeoff_plot(
     trained: dict[str, dict[str, Any]] | None = None,
     reference_kind: str | None = None,
     *,
+    compare_speed: bool = True,
     title: str | None = None,
 ) -> list[Path]:
-    """``tradeoff.png``: this job against its reference and baselines, quality against checkpoint size (and against
-    the measured speed-up when the report has one)."""
-    plt = _pyplot()
-    verdict = report.get("verdict") or {}
-    points = [("this job", report["checkpoint_bytes"], verdict.get("value", report["metrics"][metric]))]
-    element = 4
-    for name, run in (trained or {}).items():
-        label = f"reference ({name})" if name == reference_kind else name
-        points.append((label, run["parameters"] * element, run[metric]))
-    if reference_kind == "initial_weights" and verdict.get("reference") is not None:
-        points.append(("reference (your weights)", report["dense_checkpoint_bytes"], verdict["reference"]))
-    speed = report.get("speed") or {}
-    panels = 2 if speed.get("speedup_latency") else 1
-    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
-    axis = axes[0][0]
-    for index, (label, size, value) in enumerate(points):
-        axis.scatter([size / 1e6], [value], s=60, color=f"C{index}", label=f"{label}: {value:.4g}", zorder=3)
-    if len(points) > 1:  # from the reference to this job: what the compression cost and saved
-        (_, size, value), (_, ref_size, ref_value) = points[0], points[1]
-        axis.annotate(
-            "",
-            xy=(size / 1e6, value),
-            xytext=(ref_size / 1e6, ref_value),
-            arrowprops={"arrowstyle": "->", "color": "gray"},
-        )
-        axis.set_title(f"quality against size: {size / ref_size:.2f}x the size, {value / ref_value:.3g}x the {metric}")
-    axis.set(xlabel="checkpoint size (MB, log scale)", ylabel=metric)
-    if len(points) == 1:
-        axis.set_title("quality against size")
-    axis.set_xscale("log")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
-    if panels == 2:
-        speed_axis = axes[0][1]
-        speed_axis.scatter([speed["speedup_latency"]], [points[0][2]], s=60, color="C0", label="this job (batch 1)")
-        speed_axis.scatter([1.0], [verdict.get("reference") or points[0][2]], s=60, color="C1", label="dense")
-        speed_axis.set(xlabel="speed-up over the dense model", ylabel=metric, title="quality against speed")
-        speed_axis.grid(alpha=0.3)
-        speed_axis.legend(fontsize=8)
-    if title:
-        figure.suptitle(textwrap.fill(title, 110), fontsize=8)
-    figure.tight_layout()
-    path = Path(directory) / "tradeoff.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return [path]
+    """``tradeoff.png`` (see :func:`tradeoff_figure`); nothing when there is nothing to compare."""
+    figure = tradeoff_figure(report, metric, trained, reference_kind, compare_speed=compare_speed, title=title)
+    return [] if figure is None else [_save(figure, Path(directory) / "tradeoff.png")]
 
 
 def _plane(points: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, str, str]:

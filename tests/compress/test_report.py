@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compress.report import curves_figure
+from compress.report import curves_figure, tradeoff_figure
 
 HISTORY = [
     {"step": 10, "train_loss": 4.0, "valid_perplexity": 30.0},
@@ -44,3 +44,55 @@ def test_curves_draw_a_trained_reference_dashed_at_every_evaluation():
     for axis in figure.axes[:2]:
         assert legend_texts(axis) == ["this job", "reference: dense, same parameters"]
         assert axis.get_lines()[1].get_linestyle() == "--"
+
+
+def predefined_report(**extra):
+    return {
+        "checkpoint_bytes": 112_000,
+        "dense_checkpoint_bytes": 400_000,
+        "metrics": {"valid_perplexity": 21.8},
+        "verdict": {"value": 21.8, "reference": 21.6},
+        "speed": {"speedup_latency": 0.98, "speedup_throughput": 0.99},
+    } | extra
+
+
+SAME_PARAMS = {"dense_same_params": {"parameters": 26_000, "valid_perplexity": 21.6}}
+
+
+def tick_labels(figure, axis) -> list[str]:
+    figure.canvas.draw()
+    return [t.get_text() for t in axis.get_xticklabels() if t.get_text()]
+
+
+def test_tradeoff_names_the_quality_and_the_speed_references_and_mixes_no_models():
+    figure = tradeoff_figure(predefined_report(), "valid_perplexity", SAME_PARAMS, "dense_same_params")
+    size, speed = figure.axes
+    assert legend_texts(size) == ["this job: 21.8", "reference: dense, same parameters: 21.6"]
+    assert "dense equivalent (speed 1.0)" in legend_texts(speed)
+    assert "dense" not in legend_texts(speed)
+    # every point on the speed panel is this job (x its speed-up, y its metric); the references are lines
+    points = [tuple(xy) for collection in speed.collections for xy in collection.get_offsets()]
+    assert sorted(points) == [(0.98, 21.8), (0.99, 21.8)]
+    vertical = [line for line in speed.get_lines() if line.get_label() == "dense equivalent (speed 1.0)"]
+    assert list(vertical[0].get_xdata()) == [1.0, 1.0]
+
+
+def test_tradeoff_axes_read_as_plain_numbers_and_speed_includes_one_with_a_margin():
+    figure = tradeoff_figure(predefined_report(), "valid_perplexity", SAME_PARAMS, "dense_same_params")
+    size, speed = figure.axes
+    for axis in (size, speed):
+        labels = tick_labels(figure, axis)
+        assert len(labels) >= 4 and not any("10^" in t or "$" in t for t in labels), labels
+    assert "kB" in size.get_xlabel() and size.get_xlim()[0] == 0
+    assert speed.get_xlim()[0] == 0 and speed.get_xlim()[1] >= 1.2
+    low, high = size.get_ylim()
+    assert high - low >= 0.1 * 21.8  # a 1% difference in the metric is not stretched over the whole axis
+
+
+def test_tradeoff_of_a_dense_job_is_not_drawn_unless_it_has_baselines():
+    report = predefined_report(verdict={"value": 21.1, "reference": None})
+    assert tradeoff_figure(report, "valid_perplexity", {}, None, compare_speed=False) is None
+    baseline = {"dense_full": {"parameters": 100_000, "valid_perplexity": 20.0}}
+    figure = tradeoff_figure(report, "valid_perplexity", baseline, None, compare_speed=False)
+    assert len(figure.axes) == 1
+    assert legend_texts(figure.axes[0]) == ["this job: 21.1", "baseline: dense, full size: 20"]
