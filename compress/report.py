@@ -249,26 +249,51 @@ def save_plots(
 ) -> list[Path]:
     """``curves.png`` (training loss and the metric at every evaluation against the step, the reference and
     baselines beside them, the pruned sparsity on a second axis) and the |W_hh| pattern of each recurrent layer."""
-    plt = _pyplot()
     directory = Path(directory)
     written = []
     if history:
         written.append(_save(curves_figure(history, metric, compared=compared, title=title), directory / "curves.png"))
     matrices = recurrent_matrices(model)
     if matrices:
-        figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.4), squeeze=False)
-        for axis, (name, weight) in zip(axes[0], matrices.items(), strict=True):
-            kept = float((weight != 0).float().mean())
-            axis.imshow(weight.abs().float().cpu().numpy(), cmap="magma", aspect="auto", interpolation="nearest")
-            axis.set_title(f"|{name}| ({kept:.1%} kept)", fontsize=8)
-            axis.set_xticks([])
-            axis.set_yticks([])
-        figure.tight_layout()
-        path = directory / "recurrent_weights.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(recurrent_weights_figure(matrices), directory / "recurrent_weights.png"))
     return written
+
+
+# PyTorch's order of the gates stacked in a W_hh, by how many are stacked.
+GATES = {4: ("input", "forget", "cell", "output"), 3: ("reset", "update", "new")}
+
+
+def recurrent_weights_figure(matrices: dict[str, torch.Tensor]):
+    """The figure of ``recurrent_weights.png``: |W_hh| of each layer, one panel each, a square pixel per weight (the
+    figure's shape follows the matrices', within bounds), the gates PyTorch stacks in it marked on the row axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    height = 4.0  # inches of the tallest matrix
+    widths = [min(6.0, max(2.4, height * w.shape[1] / w.shape[0])) + 1.6 for w in matrices.values()]  # + colour bar
+    figure, axes = plt.subplots(
+        1, len(matrices), figsize=(sum(widths), height + 1.4), squeeze=False, gridspec_kw={"width_ratios": widths}
+    )
+    for axis, (name, weight) in zip(axes[0], matrices.items(), strict=True):
+        rows, columns = weight.shape
+        kept = float((weight != 0).float().mean())
+        image = axis.imshow(weight.abs().float().cpu().numpy(), cmap="magma", interpolation="nearest")
+        axis.set_title(f"{name}\n{rows}×{columns}, {kept:.1%} of weights non-zero", fontsize=9)
+        axis.set_xlabel("hidden unit (input to the recurrence)")
+        gates = GATES.get(rows // columns) if rows % columns == 0 else None
+        if gates:
+            axis.set_yticks([columns * (k + 0.5) - 0.5 for k in range(len(gates))], gates)
+            for k in range(1, len(gates)):
+                axis.axhline(columns * k - 0.5, color="tab:cyan", linewidth=0.8, alpha=0.7)
+            axis.set_ylabel(f"gate row ({columns} rows a gate)")
+        else:
+            axis.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+            axis.set_ylabel("hidden unit (output)")
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        figure.colorbar(image, ax=axis, label="|weight| (black = zero)", fraction=0.12, pad=0.04)
+    figure.suptitle("Recurrent weights |W_hh| of each layer", fontsize=11)
+    figure.tight_layout()
+    return figure
 
 
 def _byte_unit(largest: float) -> tuple[float, str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from compress.report import curves_figure, tradeoff_figure
+from compress.report import curves_figure, recurrent_weights_figure, tradeoff_figure
 
 HISTORY = [
     {"step": 10, "train_loss": 4.0, "valid_perplexity": 30.0},
@@ -96,3 +97,23 @@ def test_tradeoff_of_a_dense_job_is_not_drawn_unless_it_has_baselines():
     figure = tradeoff_figure(report, "valid_perplexity", baseline, None, compare_speed=False)
     assert len(figure.axes) == 1
     assert legend_texts(figure.axes[0]) == ["this job: 21.1", "baseline: dense, full size: 20"]
+
+
+def test_recurrent_weights_are_titled_labelled_with_a_colour_bar_and_undistorted():
+    weight = torch.rand(192, 48)
+    weight[:, :10] = 0
+    figure = recurrent_weights_figure({"rnn.weight_hh_l0": weight})
+    image, bar = figure.axes
+    assert figure._suptitle.get_text() == "Recurrent weights |W_hh| of each layer"
+    assert "rnn.weight_hh_l0" in image.get_title() and "79.2% of weights non-zero" in image.get_title()
+    assert image.get_xlabel() and image.get_ylabel().startswith("gate row")
+    assert [t.get_text() for t in image.get_yticklabels()] == ["input", "forget", "cell", "output"]
+    assert bar.get_ylabel().startswith("|weight|")
+    assert image.get_aspect() == 1.0  # a square pixel per weight
+    width, height = figure.get_size_inches()
+    assert width < height  # a tall matrix makes a tall picture
+
+
+def test_a_square_matrix_names_its_rows_hidden_units():
+    figure = recurrent_weights_figure({"rnn.weight_hh_l0": torch.rand(32, 32)})
+    assert figure.axes[0].get_ylabel() == "hidden unit (output)"
