@@ -424,24 +424,29 @@ def _plane(points: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor,
     return points[:, 0], points[:, 1], "x", "y"
 
 
-def save_moduli_plot(regularizer, directory: str | Path) -> list[Path]:
-    """The neurons of each recurrent layer on their space, coloured by their surviving recurrent connections."""
+def moduli_figure(regularizer):
+    """The figure of ``moduli_neurons.png``, or None when no layer has points on a space."""
     plt = _pyplot()
     points = {g: regularizer.points(g) for g in range(len(regularizer.widths))}
     points = {g: p for g, p in points.items() if p is not None}
     if not points:
-        return []
-    figure, axes = plt.subplots(1, len(points), figsize=(4 * len(points), 3.6), squeeze=False)
+        return None
+    figure, axes = plt.subplots(1, len(points), figsize=(4.6 * len(points), 4.2), squeeze=False)
     for axis, (group, where) in zip(axes[0], points.items(), strict=True):
         x, y, x_name, y_name = _plane(where.float().cpu(), regularizer.space.kind)
         degree = regularizer.surviving_connections(group)
-        scatter = axis.scatter(x.numpy(), y.numpy(), c=degree.numpy(), s=6, cmap="viridis")
-        axis.set_title(f"layer {group}: {regularizer.space.kind}, neurons by surviving connections", fontsize=8)
+        scatter = axis.scatter(x.numpy(), y.numpy(), c=degree.numpy(), s=14, cmap="viridis")
+        axis.set_title(f"layer {group}: {len(degree)} neurons on a {regularizer.space.kind}", fontsize=9)
         axis.set_xlabel(x_name)
         axis.set_ylabel(y_name)
-        figure.colorbar(scatter, ax=axis)
+        figure.colorbar(scatter, ax=axis, label="surviving recurrent connections (in + out)")
+    figure.suptitle("Hidden neurons on the moduli space", fontsize=10)
     figure.tight_layout()
-    path = Path(directory) / "moduli_neurons.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return [path]
+    return figure
+
+
+def save_moduli_plot(regularizer, directory: str | Path) -> list[Path]:
+    """``moduli_neurons.png``: the neurons of each recurrent layer on their space, coloured by their surviving
+    recurrent connections."""
+    figure = moduli_figure(regularizer)
+    return [] if figure is None else [_save(figure, Path(directory) / "moduli_neurons.png")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.report import curves_figure, recurrent_weights_figure, tradeoff_figure
+from compress.report import curves_figure, moduli_figure, recurrent_weights_figure, tradeoff_figure
 
 HISTORY = [
     {"step": 10, "train_loss": 4.0, "valid_perplexity": 30.0},
@@ -117,3 +117,23 @@ def test_recurrent_weights_are_titled_labelled_with_a_colour_bar_and_undistorted
 def test_a_square_matrix_names_its_rows_hidden_units():
     figure = recurrent_weights_figure({"rnn.weight_hh_l0": torch.rand(32, 32)})
     assert figure.axes[0].get_ylabel() == "hidden unit (output)"
+
+
+class FakeRegularizer:
+    """What moduli_figure reads from a ModuliRegularizer: one layer of 10 neurons on a torus."""
+
+    widths = (10,)
+    space = type("Space", (), {"kind": "torus"})()
+
+    def points(self, group):
+        return torch.rand(10, 2)
+
+    def surviving_connections(self, group):
+        return torch.arange(10.0)
+
+
+def test_moduli_neurons_colour_bar_is_labelled():
+    figure = moduli_figure(FakeRegularizer())
+    scatter, bar = figure.axes
+    assert bar.get_ylabel() == "surviving recurrent connections (in + out)"
+    assert scatter.get_xlabel() == "x" and scatter.get_ylabel() == "y" and "10 neurons" in scatter.get_title()
