@@ -137,6 +137,10 @@ def test_every_task_and_method(task, method, data, tmp_path):
         assert (tmp_path / "moduli_neurons.png").stat().st_size > 1000
     assert report["checkpoint_bytes"] == result.checkpoint.stat().st_size
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    # a dense job has nothing to compare: its dense equivalent is itself, and these recipes have no reference
+    measured = "speedup_latency" in report["speed"]
+    assert (tmp_path / "speed.png").exists() == (measured and method != "dense")
+    assert (tmp_path / "tradeoff.png").exists() == (measured and method != "dense")
 
 
 def test_baselines_and_lottery_check(data, tmp_path):

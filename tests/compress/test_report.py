@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compress.outputs import speed_figure
 from compress.report import curves_figure, moduli_figure, recurrent_weights_figure, tradeoff_figure
 
 HISTORY = [
@@ -137,3 +138,15 @@ def test_moduli_neurons_colour_bar_is_labelled():
     scatter, bar = figure.axes
     assert bar.get_ylabel() == "surviving recurrent connections (in + out)"
     assert scatter.get_xlabel() == "x" and scatter.get_ylabel() == "y" and "10 neurons" in scatter.get_title()
+
+
+def test_speed_is_titled_with_what_it_shows_in_microseconds():
+    times = {"dense": 15.1, "runtime": 15.5, "dense_fused": 20.0, "dense_steps": 15.1}
+    speed = {"device": "cpu", "threads": 2, "speedup_latency": 0.97, "speedup_throughput": 0.99}
+    figure = speed_figure(speed | {"latency_us_per_token": times, "throughput_us_per_token": times})
+    assert figure._suptitle.get_text() == "Inference speed: this model vs its dense equivalent (cpu, 2 threads)"
+    for axis in figure.axes:
+        assert axis.get_ylabel().startswith("µs per token")
+        assert [t.get_text() for t in axis.get_xticklabels()] == ["dense equivalent", "this model\n(runtime)"]
+    assert figure.axes[0].get_title() == "batch 1 (latency): speed-up 0.97×"
+    assert any("noisy" in text.get_text() for text in figure.texts)
