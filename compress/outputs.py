@@ -6,7 +6,7 @@ Called by :func:`compress.pipeline.run` once the checkpoint and the report exist
   back from it and evaluated again, and the report's ``values`` section gives the metric before and after;
 - ``measure_speed``: the runtime's batch-1 latency and batch-32 throughput against the dense equivalent
   (compress.runtime.speed); the metrics get ``speedup_latency`` and ``speedup_throughput``, the report a ``speed``
-  section and ``speed.png``;
+  section and ``speed.png`` (not for a dense job, whose dense equivalent is itself);
 - ``export``: ``model.dense.safetensors`` and/or ``model.onnx`` (compress.export).
 """
 
@@ -76,7 +76,8 @@ def finish_outputs(
         report["speed"] = speed
         metrics["speedup_latency"] = speed["speedup_latency"]
         metrics["speedup_throughput"] = speed["speedup_throughput"]
-        files.append(save_speed_plot(speed, output_dir))
+        if recipe.method.type != "dense":  # a dense model's dense equivalent is itself: nothing to picture
+            files.append(save_speed_plot(speed, output_dir))
     dense_path = None
     if "dense_safetensors" in output.export:
         from compress.export import DENSE_NAME
@@ -92,22 +93,48 @@ def finish_outputs(
     return files, metrics
 
 
-def save_speed_plot(speed: dict[str, Any], directory: Path) -> Path:
-    """``speed.png``: microseconds per token, dense equivalent vs runtime, at batch 1 and batch 32."""
+def speed_figure(speed: dict[str, Any]):
+    """The figure of ``speed.png``: microseconds per token, dense equivalent vs runtime, at batch 1 and batch 32."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(7, 3))
+    figure, axes = plt.subplots(1, 2, figsize=(8, 3.8))
     for axis, label in zip(axes, ("latency", "throughput"), strict=True):
         times = speed[f"{label}_us_per_token"]
-        axis.bar(["dense", "runtime"], [times["dense"], times["runtime"]], color=["tab:gray", "tab:green"])
+        bars = axis.bar(
+            ["dense equivalent", "this model\n(runtime)"],
+            [times["dense"], times["runtime"]],
+            color=["tab:gray", "tab:green"],
+        )
+        axis.bar_label(bars, fmt="%.3g µs", fontsize=8)
+        axis.margins(y=0.15)  # room for the labels
         batch = 1 if label == "latency" else 32
-        axis.set_title(f"batch {batch}: {speed[f'speedup_{label}']:.2f}x", fontsize=9)
-        axis.set_ylabel("us per token")
-    figure.suptitle(f"measured on {speed['device']}, {speed['threads']} thread(s)", fontsize=9)
-    figure.tight_layout()
+        axis.set_title(f"batch {batch} ({label}): speed-up {speed[f'speedup_{label}']:.2f}×", fontsize=9)
+        axis.set_ylabel("µs per token (lower is faster)")
+    threads = speed["threads"]
+    figure.suptitle(
+        f"Inference speed: this model vs its dense equivalent ({speed['device']}, {threads} thread"
+        f"{'' if threads == 1 else 's'})",
+        fontsize=10,
+    )
+    figure.text(
+        0.5,
+        0.01,
+        "Timings on a shared machine are noisy: a few percent either way may be noise.",
+        ha="center",
+        fontsize=7,
+    )
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    return figure
+
+
+def save_speed_plot(speed: dict[str, Any], directory: Path) -> Path:
+    """``speed.png`` (see :func:`speed_figure`)."""
+    import matplotlib.pyplot as plt
+
+    figure = speed_figure(speed)
     path = directory / "speed.png"
     figure.savefig(path, dpi=100)
     plt.close(figure)

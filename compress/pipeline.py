@@ -27,7 +27,14 @@ from compress.methods import PruningHooks, build_hooks
 from compress.outputs import finish_outputs, rewrite_report
 from compress.problems.text import frequency_rank
 from compress.pruning import reinitialize
-from compress.report import build_report, dense_bytes_of, save_moduli_plot, save_plots, save_tradeoff_plot
+from compress.report import (
+    build_report,
+    dense_bytes_of,
+    run_label,
+    save_moduli_plot,
+    save_plots,
+    save_tradeoff_plot,
+)
 from compress.spec import DenseMethod, Recipe
 from compress.train import Callbacks, Progress, default_device, train
 
@@ -361,7 +368,9 @@ def run(
         callbacks.emit("warning", "message", warning["message"], code=warning["code"], tensor=warning["tensor"])
     report_path = output_dir / "report.json"
     report_path.write_text(json.dumps(report, indent=2))
-    compared = {("reference" if n == reference_kind else n): trained[n] for n in trained}
+    compared = {run_label(n, reference_kind): trained[n] for n in trained}
+    if reference_kind == "initial_weights":  # evaluated before training: a horizontal line at its metric
+        compared = {"reference: your weights": initial} | compared
     files = [checkpoint, report_path]
     files += save_plots(model, outcome.history, output_dir, adapter.metric, compared=compared, title=summary(recipe))
     if isinstance(hooks, PruningHooks) and hooks.regularizer is not None:
@@ -372,10 +381,13 @@ def run(
     )
     files += extra_files
     metrics |= extra_metrics
-    for warning in speed_warnings(report.get("speed")):
+    compressed = recipe.method.type != "dense"  # a dense model's dense equivalent is itself
+    for warning in speed_warnings(report.get("speed")) if compressed else []:
         warnings.append(warning)  # the same list as report["warnings"] and the result's
         callbacks.emit("warning", "message", warning["message"], code=warning["code"], tensor=None)
-    files += save_tradeoff_plot(report, output_dir, adapter.metric, trained, reference_kind, title=summary(recipe))
+    files += save_tradeoff_plot(
+        report, output_dir, adapter.metric, trained, reference_kind, compare_speed=compressed, title=summary(recipe)
+    )
     rewrite_report(report_path, report)
     return Result(model, metrics, outcome.history, report, checkpoint, files, baselines, verdict, warnings)
 

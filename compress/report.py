@@ -172,6 +172,72 @@ def _pyplot():
     return plt
 
 
+# What each reference or baseline is, in the words the pictures use.
+REFERENCE_LABELS = {
+    "dense_same_params": "dense, same parameters",
+    "dense_full": "dense, full size",
+    "initial_weights": "your weights",
+}
+
+
+def run_label(name: str, reference_kind: str | None) -> str:
+    """A trained reference's or baseline's legend label, e.g. "reference: dense, same parameters"."""
+    what = REFERENCE_LABELS.get(name, name)
+    return f"reference: {what}" if name == reference_kind else f"baseline: {what}"
+
+
+def curves_figure(
+    history: list[dict[str, Any]],
+    metric: str,
+    *,
+    compared: dict[str, dict[str, Any]] | None = None,
+    title: str | None = None,
+):
+    """The figure of ``curves.png``: training loss and the metric against the step, each run of ``compared`` (label
+    -> its metrics, and its ``history`` when it was trained) beside this job: a trained run dashed at every
+    evaluation, a run without history (the user's own weights, evaluated before training) as a dashed horizontal
+    line at its metric."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    steps = [h["step"] for h in history]
+    axes[0].plot(steps, [h["train_loss"] for h in history], marker=".", label="this job")
+    axes[1].plot(steps, [h[metric] for h in history], marker=".", color="tab:orange", label="this job")
+    for index, (name, run) in enumerate((compared or {}).items()):
+        other = run.get("history") or []
+        color = f"C{index + 2}"
+        if other:
+            style = {"linestyle": "--", "marker": ".", "color": color, "label": name}
+            axes[0].plot([h["step"] for h in other], [h["train_loss"] for h in other], **style)
+            axes[1].plot([h["step"] for h in other], [h[metric] for h in other], **style)
+        elif metric in run:
+            value = run[metric]
+            axes[1].axhline(value, linestyle="--", color=color, label=f"{name}: {value:.4g}")
+    axes[0].set(xlabel="training step", ylabel="training loss", title="training loss")
+    axes[1].set(xlabel="training step", ylabel=metric, title=f"{metric} at each evaluation")
+    values = [h[metric] for h in history if h[metric] > 0]
+    if values and max(values) > 5 * min(values):  # an untrained first evaluation would flatten the rest
+        axes[1].set_yscale("log")
+    sparsity = [h.get("pruned_sparsity") for h in history]
+    if any(v is not None for v in sparsity):
+        twin = axes[1].twinx()
+        twin.step(steps, [v or 0.0 for v in sparsity], where="post", color="tab:purple", alpha=0.6)
+        twin.set_ylabel("sparsity of the pruned tensors", color="tab:purple")
+        twin.set_ylim(0, 1)
+    for axis in axes:
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _save(figure, path: Path) -> Path:
+    figure.savefig(path, dpi=100)
+    _pyplot().close(figure)
+    return path
+
+
 def save_plots(
     model: nn.Module,
     history: list[dict[str, Any]],
@@ -183,58 +249,151 @@ def save_plots(
 ) -> list[Path]:
     """``curves.png`` (training loss and the metric at every evaluation against the step, the reference and
     baselines beside them, the pruned sparsity on a second axis) and the |W_hh| pattern of each recurrent layer."""
-    plt = _pyplot()
     directory = Path(directory)
     written = []
     if history:
-        figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-        steps = [h["step"] for h in history]
-        axes[0].plot(steps, [h["train_loss"] for h in history], marker=".", label="this job")
-        axes[1].plot(steps, [h[metric] for h in history], marker=".", color="tab:orange", label="this job")
-        for index, (name, run) in enumerate((compared or {}).items()):
-            other = run.get("history") or []
-            style = {"linestyle": "--", "marker": ".", "color": f"C{index + 2}", "label": name}
-            if other:
-                axes[0].plot([h["step"] for h in other], [h["train_loss"] for h in other], **style)
-                axes[1].plot([h["step"] for h in other], [h[metric] for h in other], **style)
-        for name, value in ((n, r[metric]) for n, r in (compared or {}).items() if not r.get("history")):
-            axes[1].axhline(value, linestyle=":", color="gray", label=f"{name} ({value:.4g})")
-        axes[0].set(xlabel="training step", ylabel="training loss", title="training loss")
-        axes[1].set(xlabel="training step", ylabel=metric, title=f"{metric} at each evaluation")
-        values = [h[metric] for h in history if h[metric] > 0]
-        if values and max(values) > 5 * min(values):  # an untrained first evaluation would flatten the rest
-            axes[1].set_yscale("log")
-        sparsity = [h.get("pruned_sparsity") for h in history]
-        if any(v is not None for v in sparsity):
-            twin = axes[1].twinx()
-            twin.step(steps, [v or 0.0 for v in sparsity], where="post", color="tab:purple", alpha=0.6)
-            twin.set_ylabel("sparsity of the pruned tensors", color="tab:purple")
-            twin.set_ylim(0, 1)
-        for axis in axes:
-            axis.legend(fontsize=8)
-            axis.grid(alpha=0.3)
-        if title:
-            figure.suptitle(title, fontsize=9)
-        figure.tight_layout()
-        path = directory / "curves.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(curves_figure(history, metric, compared=compared, title=title), directory / "curves.png"))
     matrices = recurrent_matrices(model)
     if matrices:
-        figure, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices), 3.4), squeeze=False)
-        for axis, (name, weight) in zip(axes[0], matrices.items(), strict=True):
-            kept = float((weight != 0).float().mean())
-            axis.imshow(weight.abs().float().cpu().numpy(), cmap="magma", aspect="auto", interpolation="nearest")
-            axis.set_title(f"|{name}| ({kept:.1%} kept)", fontsize=8)
-            axis.set_xticks([])
-            axis.set_yticks([])
-        figure.tight_layout()
-        path = directory / "recurrent_weights.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(recurrent_weights_figure(matrices), directory / "recurrent_weights.png"))
     return written
+
+
+# PyTorch's order of the gates stacked in a W_hh, by how many are stacked.
+GATES = {4: ("input", "forget", "cell", "output"), 3: ("reset", "update", "new")}
+
+
+def recurrent_weights_figure(matrices: dict[str, torch.Tensor]):
+    """The figure of ``recurrent_weights.png``: |W_hh| of each layer, one panel each, a square pixel per weight (the
+    figure's shape follows the matrices', within bounds), the gates PyTorch stacks in it marked on the row axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _pyplot()
+    height = 4.0  # inches of the tallest matrix
+    widths = [min(6.0, max(2.4, height * w.shape[1] / w.shape[0])) + 1.6 for w in matrices.values()]  # + colour bar
+    figure, axes = plt.subplots(
+        1, len(matrices), figsize=(sum(widths), height + 1.4), squeeze=False, gridspec_kw={"width_ratios": widths}
+    )
+    for axis, (name, weight) in zip(axes[0], matrices.items(), strict=True):
+        rows, columns = weight.shape
+        kept = float((weight != 0).float().mean())
+        image = axis.imshow(weight.abs().float().cpu().numpy(), cmap="magma", interpolation="nearest")
+        axis.set_title(f"{name}\n{rows}×{columns}, {kept:.1%} of weights non-zero", fontsize=9)
+        axis.set_xlabel("hidden unit (input to the recurrence)")
+        gates = GATES.get(rows // columns) if rows % columns == 0 else None
+        if gates:
+            axis.set_yticks([columns * (k + 0.5) - 0.5 for k in range(len(gates))], gates)
+            for k in range(1, len(gates)):
+                axis.axhline(columns * k - 0.5, color="tab:cyan", linewidth=0.8, alpha=0.7)
+            axis.set_ylabel(f"gate row ({columns} rows a gate)")
+        else:
+            axis.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+            axis.set_ylabel("hidden unit (output)")
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        figure.colorbar(image, ax=axis, label="|weight| (black = zero)", fraction=0.12, pad=0.04)
+    figure.suptitle("Recurrent weights |W_hh| of each layer", fontsize=11)
+    figure.tight_layout()
+    return figure
+
+
+def _byte_unit(largest: float) -> tuple[float, str]:
+    """The decimal unit checkpoint sizes read best in: (bytes per unit, its name)."""
+    for scale, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if largest >= scale:
+            return scale, name
+    return 1.0, "bytes"
+
+
+def _quality_limits(axis, values: list[float]) -> None:
+    """A metric axis over at least 10% of the values' size, so a 1% difference is not drawn as a cliff."""
+    low, high = min(values), max(values)
+    span = max(high - low, 0.1 * max(abs(low), abs(high)))
+    middle = (low + high) / 2
+    axis.set_ylim(middle - 0.6 * span, middle + 0.6 * span)
+
+
+def tradeoff_figure(
+    report: dict[str, Any],
+    metric: str,
+    trained: dict[str, dict[str, Any]] | None = None,
+    reference_kind: str | None = None,
+    *,
+    compare_speed: bool = True,
+    title: str | None = None,
+):
+    """The figure of ``tradeoff.png``, or None when there is nothing to compare this job with.
+
+    Quality against checkpoint size: this job (its file), its reference and baselines (4 bytes a parameter), each a
+    point from one model, an arrow from the reference to this job. Quality against speed (``compare_speed``, when the
+    report has a measured speed): this job at its batch-1 and batch-32 speed-ups over its dense equivalent (the same
+    weights stored dense, so the same quality: a vertical line at speed 1.0), the reference's quality as a
+    horizontal line."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    verdict = report.get("verdict") or {}
+    value = verdict.get("value", report["metrics"][metric])
+    points = [("this job", report["checkpoint_bytes"], value)]
+    element = 4
+    for name, run in (trained or {}).items():
+        points.append((run_label(name, reference_kind), run["parameters"] * element, run[metric]))
+    if reference_kind == "initial_weights" and verdict.get("reference") is not None:
+        points.append(
+            (run_label(reference_kind, reference_kind), report["dense_checkpoint_bytes"], verdict["reference"])
+        )
+    reference = next((p for p in points if p[0].startswith("reference:")), None)
+    speed = (report.get("speed") or {}) if compare_speed else {}
+    speedups = [(f"this job, batch {b}", speed.get(k)) for b, k in ((1, "speedup_latency"), (32, "speedup_throughput"))]
+    speedups = [(label, s) for label, s in speedups if s]
+    if len(points) == 1 and not speedups:
+        return None
+    plt = _pyplot()
+    panels = 2 if speedups else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.4), squeeze=False, sharey=True)
+    axis = axes[0][0]
+    colours = {label: f"C{index}" for index, (label, _, _) in enumerate(points)}
+    for label, size, quality in points:
+        axis.scatter([size], [quality], s=60, color=colours[label], label=f"{label}: {quality:.4g}", zorder=3)
+    if reference is not None:  # from the reference to this job: what the compression cost and saved
+        _, ref_size, ref_value = reference
+        axis.annotate(
+            "", xy=(points[0][1], value), xytext=(ref_size, ref_value), arrowprops={"arrowstyle": "->", "color": "gray"}
+        )
+        axis.set_title(
+            f"quality against size: {points[0][1] / ref_size:.2f}× the size, {value / ref_value:.3g}× the {metric}"
+            " of the reference",
+            fontsize=10,
+        )
+    else:
+        axis.set_title("quality against size", fontsize=10)
+    scale, unit = _byte_unit(max(size for _, size, _ in points))
+    axis.set_xlim(0, 1.15 * max(size for _, size, _ in points))  # from zero: a third of the size looks a third
+    axis.xaxis.set_major_locator(MaxNLocator(nbins=6))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / scale:.4g}"))
+    axis.set(xlabel=f"checkpoint size ({unit}): this job's file; others at 4 bytes a parameter", ylabel=metric)
+    _quality_limits(axis, [q for _, _, q in points])
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    if speedups:
+        speed_axis = axes[0][1]
+        for (label, speedup), marker in zip(speedups, ("o", "s"), strict=False):
+            speed_axis.scatter([speedup], [value], s=60, color="C0", marker=marker, label=f"{label}: {speedup:.2f}×")
+        speed_axis.axvline(1.0, linestyle="--", color="gray", label="dense equivalent (speed 1.0)")
+        if reference is not None:
+            speed_axis.axhline(
+                reference[2], linestyle=":", color=colours[reference[0]], label=f"{reference[0]} (its {metric})"
+            )
+        speed_axis.set_xlim(0, max(1.2, 1.1 * max(s for _, s in speedups)))
+        speed_axis.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        speed_axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}×"))
+        speed_axis.set(xlabel="speed-up over the dense equivalent (same weights stored dense)")
+        speed_axis.set_title("quality against speed", fontsize=10)
+        speed_axis.tick_params(labelleft=True)
+        speed_axis.grid(alpha=0.3)
+        speed_axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(textwrap.fill(title, 110), fontsize=9)
+    figure.tight_layout()
+    return figure
 
 
 def save_tradeoff_plot(
@@ -244,54 +403,12 @@ def save_tradeoff_plot(
     trained: dict[str, dict[str, Any]] | None = None,
     reference_kind: str | None = None,
     *,
+    compare_speed: bool = True,
     title: str | None = None,
 ) -> list[Path]:
-    """``tradeoff.png``: this job against its reference and baselines, quality against checkpoint size (and against
-    the measured speed-up when the report has one)."""
-    plt = _pyplot()
-    verdict = report.get("verdict") or {}
-    points = [("this job", report["checkpoint_bytes"], verdict.get("value", report["metrics"][metric]))]
-    element = 4
-    for name, run in (trained or {}).items():
-        label = f"reference ({name})" if name == reference_kind else name
-        points.append((label, run["parameters"] * element, run[metric]))
-    if reference_kind == "initial_weights" and verdict.get("reference") is not None:
-        points.append(("reference (your weights)", report["dense_checkpoint_bytes"], verdict["reference"]))
-    speed = report.get("speed") or {}
-    panels = 2 if speed.get("speedup_latency") else 1
-    figure, axes = plt.subplots(1, panels, figsize=(7 * panels, 4.2), squeeze=False)
-    axis = axes[0][0]
-    for index, (label, size, value) in enumerate(points):
-        axis.scatter([size / 1e6], [value], s=60, color=f"C{index}", label=f"{label}: {value:.4g}", zorder=3)
-    if len(points) > 1:  # from the reference to this job: what the compression cost and saved
-        (_, size, value), (_, ref_size, ref_value) = points[0], points[1]
-        axis.annotate(
-            "",
-            xy=(size / 1e6, value),
-            xytext=(ref_size / 1e6, ref_value),
-            arrowprops={"arrowstyle": "->", "color": "gray"},
-        )
-        axis.set_title(f"quality against size: {size / ref_size:.2f}x the size, {value / ref_value:.3g}x the {metric}")
-    axis.set(xlabel="checkpoint size (MB, log scale)", ylabel=metric)
-    if len(points) == 1:
-        axis.set_title("quality against size")
-    axis.set_xscale("log")
-    axis.grid(alpha=0.3, which="both")
-    axis.legend(fontsize=8)
-    if panels == 2:
-        speed_axis = axes[0][1]
-        speed_axis.scatter([speed["speedup_latency"]], [points[0][2]], s=60, color="C0", label="this job (batch 1)")
-        speed_axis.scatter([1.0], [verdict.get("reference") or points[0][2]], s=60, color="C1", label="dense")
-        speed_axis.set(xlabel="speed-up over the dense model", ylabel=metric, title="quality against speed")
-        speed_axis.grid(alpha=0.3)
-        speed_axis.legend(fontsize=8)
-    if title:
-        figure.suptitle(textwrap.fill(title, 110), fontsize=8)
-    figure.tight_layout()
-    path = Path(directory) / "tradeoff.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return [path]
+    """``tradeoff.png`` (see :func:`tradeoff_figure`); nothing when there is nothing to compare."""
+    figure = tradeoff_figure(report, metric, trained, reference_kind, compare_speed=compare_speed, title=title)
+    return [] if figure is None else [_save(figure, Path(directory) / "tradeoff.png")]
 
 
 def _plane(points: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor, str, str]:
@@ -307,24 +424,29 @@ def _plane(points: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor,
     return points[:, 0], points[:, 1], "x", "y"
 
 
-def save_moduli_plot(regularizer, directory: str | Path) -> list[Path]:
-    """The neurons of each recurrent layer on their space, coloured by their surviving recurrent connections."""
+def moduli_figure(regularizer):
+    """The figure of ``moduli_neurons.png``, or None when no layer has points on a space."""
     plt = _pyplot()
     points = {g: regularizer.points(g) for g in range(len(regularizer.widths))}
     points = {g: p for g, p in points.items() if p is not None}
     if not points:
-        return []
-    figure, axes = plt.subplots(1, len(points), figsize=(4 * len(points), 3.6), squeeze=False)
+        return None
+    figure, axes = plt.subplots(1, len(points), figsize=(4.6 * len(points), 4.2), squeeze=False)
     for axis, (group, where) in zip(axes[0], points.items(), strict=True):
         x, y, x_name, y_name = _plane(where.float().cpu(), regularizer.space.kind)
         degree = regularizer.surviving_connections(group)
-        scatter = axis.scatter(x.numpy(), y.numpy(), c=degree.numpy(), s=6, cmap="viridis")
-        axis.set_title(f"layer {group}: {regularizer.space.kind}, neurons by surviving connections", fontsize=8)
+        scatter = axis.scatter(x.numpy(), y.numpy(), c=degree.numpy(), s=14, cmap="viridis")
+        axis.set_title(f"layer {group}: {len(degree)} neurons on a {regularizer.space.kind}", fontsize=9)
         axis.set_xlabel(x_name)
         axis.set_ylabel(y_name)
-        figure.colorbar(scatter, ax=axis)
+        figure.colorbar(scatter, ax=axis, label="surviving recurrent connections (in + out)")
+    figure.suptitle("Hidden neurons on the moduli space", fontsize=10)
     figure.tight_layout()
-    path = Path(directory) / "moduli_neurons.png"
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return [path]
+    return figure
+
+
+def save_moduli_plot(regularizer, directory: str | Path) -> list[Path]:
+    """``moduli_neurons.png``: the neurons of each recurrent layer on their space, coloured by their surviving
+    recurrent connections."""
+    figure = moduli_figure(regularizer)
+    return [] if figure is None else [_save(figure, Path(directory) / "moduli_neurons.png")]

@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 import compress
+from compress import report as report_module
 from compress.checkpoint import read_manifest
 from compress.predefined import SparseEmbedding, SparseRecurrent
+from compress.report import curves_figure
 from compress.spec import Recipe
 from compress.synthetic import tagging_corpus, write_conll
 from compress.train import Callbacks
@@ -135,6 +137,10 @@ def test_every_task_and_method(task, method, data, tmp_path):
         assert (tmp_path / "moduli_neurons.png").stat().st_size > 1000
     assert report["checkpoint_bytes"] == result.checkpoint.stat().st_size
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    # a dense job has nothing to compare: its dense equivalent is itself, and these recipes have no reference
+    measured = "speedup_latency" in report["speed"]
+    assert (tmp_path / "speed.png").exists() == (measured and method != "dense")
+    assert (tmp_path / "tradeoff.png").exists() == (measured and method != "dense")
 
 
 def test_baselines_and_lottery_check(data, tmp_path):
@@ -156,14 +162,19 @@ def test_baselines_and_lottery_check(data, tmp_path):
     assert progress[-1].metrics["eta_s"] == pytest.approx(0.0, abs=1e-6)  # nothing left at the end
 
 
-def test_init_from_and_export_dense(data, tmp_path):
+def test_init_from_and_export_dense(data, tmp_path, monkeypatch):
     first = compress.run(
         recipe("language_model", "dense"), data["language_model"], output_dir=tmp_path / "a", device="cpu"
     )
-    spec = recipe("language_model", "magnitude_pruning", init_from="dense weights")
+    spec = recipe("language_model", "magnitude_pruning", init_from="dense weights", reference="auto")
     paths = dict(data["language_model"], init_from=first.checkpoint)
+    drawn = []
+    monkeypatch.setattr(report_module, "curves_figure", lambda *a, **k: drawn.append(k) or curves_figure(*a, **k))
     pruned = compress.run(spec, paths, output_dir=tmp_path / "b", device="cpu")
     assert prunable_sparsity(pruned.model) == pytest.approx(0.8, abs=1e-3)
+    # curves.png draws the uploaded weights, evaluated before training, as the job's reference
+    reference = drawn[0]["compared"]["reference: your weights"]
+    assert reference["valid_perplexity"] == pruned.verdict["reference"]
 
     predefined = compress.run(
         recipe("language_model", "predefined"), data["language_model"], output_dir=tmp_path / "c", device="cpu"
