@@ -15,6 +15,8 @@ PLOT_CAPTIONS = {
     "curves.png": "Training curves",
     "recurrent_weights.png": "Recurrent weights |W_hh| of each layer (black = zero)",
     "moduli_neurons.png": "Hidden neurons on the moduli space",
+    "tradeoff.png": "Quality against size and speed: this job, its reference and baselines",
+    "speed.png": "Inference speed on the worker: this model on the runtime against its dense equivalent",
 }
 # What the colour of a headline's ratio means, shown as its tooltip.
 TONE_TITLES = {

@@ -202,6 +202,7 @@ def test_dashboard_from_sign_in_to_results(server, api, browser, shots, ptb_slic
     )
     captions = [c.text for c in browser.find_elements("css selector", ".plots figcaption")]
     assert captions[:2] == ["Training curves", "Recurrent weights |W_hh| of each layer (black = zero)"], captions
+    assert not [c for c in captions if c.endswith(".png")], captions  # every picture has a caption, not its file name
 
     artifacts = api.artifacts(job_id)
     report_artifact = next(a for a in artifacts if a["filename"] == "report.json")
