@@ -21,7 +21,7 @@ import json
 import statistics
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from service import jobs as job_service
@@ -118,6 +118,13 @@ def release(session: Session, sweep_id: str) -> list[str]:
     """Turn held combinations into queued jobs while fewer than max_parallel children are live; finish the sweep when
     every child ended. Returns the new jobs' ids (the caller enqueues them after its commit; unpublished ones are
     published by the reconciler). Safe to call any number of times, from anywhere: the sweep row is locked."""
+    # A write to the sweep's row first: it takes the row lock on PostgreSQL and the database's write lock on SQLite,
+    # which ignores FOR UPDATE; there, a worker's release and the reconciler's both counted the same live children
+    # and each added one (3 live at max_parallel 2, in a system test)
+    session.execute(
+        update(Sweep).where(Sweep.id == sweep_id).values(released=Sweep.released),
+        execution_options={"synchronize_session": False},
+    )
     sweep = session.scalar(select(Sweep).where(Sweep.id == sweep_id).with_for_update())
     if sweep is None or sweep.status != "running":
         return []

@@ -310,3 +310,35 @@ def test_the_pareto_labels_name_a_section_by_its_type_and_stay_short():
     assert labels[0] == "method=moduli_pruning(target_sparsity=0.9)"
     assert len(labels[1]) == LABEL_CHARS and labels[1].endswith("…") and labels[1].startswith("method=magnitude")
     assert labels[2] == "base recipe"
+
+
+@pytest.mark.databases()
+def test_concurrent_releases_never_exceed_max_parallel(client, alice, sessions, train_file):
+    """A worker whose child ended and the reconciler release the same sweep at the same moment: only the free slots
+    are filled (on SQLite, which ignores FOR UPDATE, both once counted the same live children and each added one)."""
+    import threading
+
+    sweep = create(client, alice, train_file["id"]).json()
+    with session_scope(sessions) as session:  # one of the two live children ends; nobody has released yet
+        job = session.get(Job, sweep["jobs"][0])
+        job.status, job.finished_at = "succeeded", utcnow()
+    barrier, errors = threading.Barrier(6), []
+
+    def release() -> None:
+        try:
+            barrier.wait()
+            with session_scope(sessions) as session:
+                sweep_service.release(session, sweep["id"])
+        except Exception as error:  # any error of any thread fails the test below
+            errors.append(error)
+
+    threads = [threading.Thread(target=release) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    with sessions() as session:
+        live = session.scalar(select(func.count()).where(Job.sweep_id == sweep["id"], Job.status == "queued"))
+        released = session.scalar(select(func.count()).where(Job.sweep_id == sweep["id"]))
+    assert (live, released) == (2, 3)  # the one free slot filled, once
