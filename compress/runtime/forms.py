@@ -17,6 +17,7 @@ never slower than dense, because dense is always a candidate.
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable
@@ -108,13 +109,26 @@ class BlockForm:
     def addmm(self, acc: Tensor, x: Tensor) -> Tensor:
         return self(x) + acc
 
+    def with_gate_scaled(self, gate: int, factor: float) -> BlockForm:
+        """The same product with gate ``gate``'s output columns multiplied by ``factor`` (a copy of the weights)."""
+        scaled = copy.copy(self)
+        weight = self.weight_t.clone().view(self.k, self.length, self.gates, self.h)
+        weight[:, :, gate] *= factor
+        scaled.weight_t = weight.view(self.k, self.length, self.gates * self.h)
+        return scaled
+
+    def component_major_bias(self, bias: Tensor) -> Tensor:
+        """A bias in PyTorch's order (G*H) as (k, 1, G*h), the order of :meth:`component_major`'s output."""
+        return bias.view(self.gates, self.k, self.h).transpose(0, 1).reshape(self.k, 1, self.gates * self.h)
+
     def component_major(self, x: Tensor, bias: Tensor | None) -> Tensor:
         """``x @ W.T + bias`` left in the components' own order, (k, rows, G*h) [c][g][j], for a recurrence that runs
         by component: one ``baddbmm`` with the bias reordered to match, instead of the product, a reorder to
         PyTorch's order, a sum, and a reorder back."""
         if bias is None:
             return torch.bmm(self._windows(x), self.weight_t)
-        bias = bias.view(self.gates, self.k, self.h).transpose(0, 1).reshape(self.k, 1, self.gates * self.h)
+        if bias.dim() == 1:
+            bias = self.component_major_bias(bias)
         return torch.baddbmm(bias, self._windows(x), self.weight_t)
 
 

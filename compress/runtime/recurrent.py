@@ -65,6 +65,38 @@ def _block_forms(module: SparseRecurrent, layer: int, suffix: str) -> tuple[Bloc
     return w_ih, w_hh
 
 
+class DoubledG:
+    """A predefined LSTM layer's block weights for the recurrence in component-major order, with the cell gate's
+    columns doubled: ``tanh(g) = 2 sigmoid(2g) - 1``, so one sigmoid call covers all four gates and the cell update
+    becomes ``c' = f c - i + 2 i sigmoid(2g)`` (multiplying by 2 is exact in floating point).
+
+    At batch 1 the gates' element-wise calls cost as much as the block product (n = 1024, k = 8, one thread: ~35 us
+    against ~62 us), and most of that is the tanh and the strided gate slices of component-major order; this form
+    reads the product once into contiguous gate-major buffers and skips the tanh of g."""
+
+    def __init__(self, w_ih: MatrixPlan, w_hh: BlockForm, bias: Tensor | None) -> None:
+        self.k, self.h = w_hh.k, w_hh.h
+        self.w_hh = w_hh.with_gate_scaled(2, 2.0).weight_t  # (k, h, 4h)
+        block_ih = w_ih.forms.get("block")
+        matches = isinstance(block_ih, BlockForm) and (block_ih.k, block_ih.h) == (self.k, self.h)
+        self.w_ih = block_ih.with_gate_scaled(2, 2.0) if matches and "block" in (w_ih.small, w_ih.large) else None
+        self.bias = None
+        if bias is not None and self.w_ih is not None:
+            self.bias = self.w_ih.component_major_bias(bias).clone()
+            self.bias.view(self.k, 1, 4, self.h)[:, :, 2] *= 2
+
+    def project(self, data: Tensor, w_ih: MatrixPlan, b_ih: Tensor | None, steps: int, batch: int) -> Tensor:
+        """The input projection of ``data`` (steps * batch, in) as (steps, k, batch, 4h), the g columns doubled."""
+        form = FastRecurrent._form_of(w_ih, data.shape[0])
+        if self.w_ih is not None and isinstance(form, BlockForm):
+            gi = self.w_ih.component_major(data, self.bias)  # (k, rows, 4h)
+            return gi.view(self.k, steps, batch, -1).transpose(0, 1)
+        gi_all = w_ih(data) if b_ih is None else w_ih.addmm(b_ih, data)  # a new tensor: scaled in place below
+        gi = gi_all.view(steps, batch, 4, self.k, self.h).permute(0, 3, 1, 2, 4).contiguous()
+        gi[..., 2, :] *= 2
+        return gi.view(steps, self.k, batch, 4 * self.h)
+
+
 class FastRecurrent(nn.Module):
     """Same call and return conventions as the module it replaces (time-major or batch-first, optional state,
     ``PackedSequence``, unbatched input); inference only."""
@@ -116,6 +148,16 @@ class FastRecurrent(nn.Module):
                     b_ih, b_hh = b_ih + b_hh, None
                 directions.append((w_ih, w_hh, b_ih, b_hh))
             self.layers.append(directions)
+        # per (layer, direction): the LSTM recurrence in component-major order, where W_hh runs as a block form
+        self.doubled: list[list[DoubledG | None]] = [
+            [
+                DoubledG(w_ih, w_hh.forms["block"], b_ih)
+                if self.cell == "lstm" and b_hh is None and "block" in (w_hh.small, w_hh.large)
+                else None
+                for w_ih, w_hh, b_ih, b_hh in directions
+            ]
+            for directions in self.layers
+        ]
         # A streaming step of an LSTM/RNN layer whose W_ih and W_hh both run as CSR at one row: [W_ih | W_hh] as one
         # CSR matrix times [x, h], bias added in the same call. MKL's sparse call has a fixed cost of tens of
         # microseconds, which at 98% sparsity is most of a product's time: one call instead of two (and no sum).
@@ -251,10 +293,13 @@ class FastRecurrent(nn.Module):
         n = torch.tanh(n_i + r * n_h)
         return n + z * (h - n), None
 
-    def _direction(self, data, batch_sizes, offsets, plans, h, c, reverse: bool):
+    def _direction(self, data, batch_sizes, offsets, plans, h, c, reverse: bool, doubled: DoubledG | None = None):
         """One layer, one direction, over the packed rows ``data``; returns (outputs in row order, h, c)."""
         w_ih, w_hh, b_ih, b_hh = plans
         block = self._component_major(w_hh, b_hh, batch_sizes)
+        if block is not None and doubled is not None:
+            gi = doubled.project(data, w_ih, b_ih, len(batch_sizes), h.shape[0])
+            return self._lstm_by_component(gi, doubled.w_hh, h, c, reverse)
         if block is not None:
             projection = self._form_of(w_ih, data.shape[0])
             if isinstance(projection, BlockForm) and (projection.k, projection.h) == (block.k, block.h):
@@ -321,6 +366,36 @@ class FastRecurrent(nn.Module):
         out = torch.stack(outputs).permute(0, 2, 1, 3).reshape(steps * batch, k * size)
         return out, back(h_c), None if c_c is None else back(c_c)
 
+    @staticmethod
+    def _lstm_by_component(gi: Tensor, weight: Tensor, h: Tensor, c: Tensor, reverse: bool):
+        """An LSTM recurrence in component-major order with the g columns doubled (:class:`DoubledG`): ``gi``
+        (steps, k, batch, 4h), ``weight`` (k, h, 4h). Each step is seven calls on buffers allocated once: the
+        product onto the input projection, one sigmoid that reads it into gate-major order (i, f, g, o each
+        contiguous), three for the cell and two for the output, written straight into the output sequence."""
+        steps, k, batch, size = gi.shape[0], weight.shape[0], h.shape[0], weight.shape[2] // 4
+        h_c = h.reshape(batch, k, size).transpose(0, 1)  # (k, batch, h): read only
+        c_c = c.reshape(batch, k, size).transpose(0, 1)
+        pre = gi.new_empty(k, batch, 4 * size)
+        gates = pre.view(k, batch, 4, size).permute(2, 0, 1, 3)
+        activated = gi.new_empty(4, k, batch, size)
+        i, f, g, o = activated.unbind(0)
+        cell, tanh_c = gi.new_empty(k, batch, size), gi.new_empty(k, batch, size)
+        out = gi.new_empty(steps, k, batch, size)
+        outputs, inputs = out.unbind(0), gi.unbind(0)
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            torch.baddbmm(inputs[t], h_c, weight, out=pre)
+            torch.sigmoid(gates, out=activated)
+            torch.mul(f, c_c, out=cell)  # after the first step c_c is cell: an in-place update
+            c_c = cell.sub_(i).addcmul_(i, g, value=2)  # f c + i (2 sigmoid(2g) - 1)
+            torch.tanh(c_c, out=tanh_c)
+            h_c = torch.mul(o, tanh_c, out=outputs[t])
+        full = k * size
+        return (
+            out.permute(0, 2, 1, 3).reshape(steps * batch, full),
+            h_c.transpose(0, 1).reshape(batch, full),
+            c_c.transpose(0, 1).reshape(batch, full),
+        )
+
     def _run_packed(self, data: Tensor, batch_sizes: list[int], states: list[Tensor]):
         offsets = [0]
         for b in batch_sizes[:-1]:
@@ -334,7 +409,14 @@ class FastRecurrent(nn.Module):
             for d, plans in enumerate(directions):
                 index = layer * self.directions + d
                 out, h, c = self._direction(
-                    layer_input, batch_sizes, offsets, plans, h0[index], None if c0 is None else c0[index], d == 1
+                    layer_input,
+                    batch_sizes,
+                    offsets,
+                    plans,
+                    h0[index],
+                    None if c0 is None else c0[index],
+                    d == 1,
+                    self.doubled[layer][d],
                 )
                 outs.append(out)
                 finals_h.append(h)
@@ -439,10 +521,13 @@ class FastRecurrent(nn.Module):
         for layer, directions in enumerate(self.layers):
             w_ih, w_hh, b_ih, b_hh = directions[0]
             h_prev, c_prev = h_all[layer], None if c_all is None else c_all[layer]
-            fused = self.fused_step[layer]
-            if fused is not None and layer_input.shape[0] <= SMALL_MAX_ROWS:
+            fused, doubled, rows = self.fused_step[layer], self.doubled[layer][0], layer_input.shape[0]
+            if fused is not None and rows <= SMALL_MAX_ROWS:
                 joined = torch.cat([layer_input, h_prev], 1)
                 h, c = self._activate(fused(joined) if b_ih is None else fused.addmm(b_ih, joined), c_prev)
+            elif doubled is not None and isinstance(self._form_of(w_hh, rows), BlockForm):
+                gi = doubled.project(layer_input, w_ih, b_ih, 1, rows)
+                _, h, c = self._lstm_by_component(gi, doubled.w_hh, h_prev, c_prev, False)
             else:
                 gi = w_ih(layer_input) if b_ih is None else w_ih.addmm(b_ih, layer_input)
                 h, c = self._cell(gi, h_prev, c_prev, w_hh, b_hh)

@@ -10,6 +10,7 @@ from torch import nn
 from compress import runtime
 from compress.checkpoint import read_manifest
 from compress.pipeline import build_model, load_checkpoint, save_checkpoint
+from compress.predefined import SparseLSTM
 from compress.runtime.forms import BlockForm, choose
 from compress.spec import Recipe
 
@@ -207,6 +208,41 @@ def test_block_recurrence_after_a_dense_input_projection_matches_torch(tmp_path)
         with torch.no_grad():
             expected = plain(x)
         _close(fast.model.rnn(x), expected)
+
+
+@pytest.mark.parametrize("input_density", [0.25, 0.6], ids=["tiled", "overlapping"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_predefined_lstm_block_recurrence_matches_torch_both_directions(bias, input_density):
+    """The component-major LSTM step (one sigmoid for all four gates, tanh(g) as 2 sigmoid(2g) - 1) against
+    torch.nn.LSTM on the dense-equivalent weights: both directions, a given state (left unchanged), batch 1 and 3,
+    and streaming from that state."""
+    torch.manual_seed(5)
+    sparse = SparseLSTM(16, 32, num_layers=2, bias=bias, bidirectional=True, components=4, input_density=input_density)
+    plain = nn.LSTM(16, 32, num_layers=2, bias=bias, bidirectional=True)
+    plain.load_state_dict({n: w for n, (w, _) in sparse.dense_equivalent().items()})
+    fast = runtime.FastRecurrent(sparse, force="block")
+    assert all(d is not None for directions in fast.doubled for d in directions)
+    for batch in (1, 3):
+        x = torch.randn(7, batch, 16) * 2  # pre-activations well into both tails of the sigmoid and tanh
+        state = (torch.randn(4, batch, 32), torch.randn(4, batch, 32))
+        given = tuple(s.clone() for s in state)
+        with torch.no_grad():
+            expected = plain(x, state)
+        _close(fast(x, state), expected)
+        _close(state, given)
+    one_way = SparseLSTM(16, 32, bias=bias, components=4, input_density=input_density)
+    plain = nn.LSTM(16, 32, bias=bias)
+    plain.load_state_dict({n: w for n, (w, _) in one_way.dense_equivalent().items()})
+    fast = runtime.FastRecurrent(one_way, force="block")
+    x, state = torch.randn(5, 1, 16), (torch.randn(1, 1, 32), torch.randn(1, 1, 32))
+    with torch.no_grad():
+        expected, expected_state = plain(x, state)
+    streamed = []
+    for t in range(5):
+        out, state = fast.step(x[t], state)
+        streamed.append(out)
+    _close(torch.stack(streamed), expected)
+    _close(state, expected_state)
 
 
 def test_choice_is_the_fastest_measured_and_never_slower_than_dense():
