@@ -82,8 +82,9 @@ def _calls(layer: nn.Module, n: int, steps: int, device, budget_s: float, fast: 
     }
 
 
-def _describe(module: runtime.FastRecurrent) -> tuple[str, str]:
-    plan = f"{module.executors['batch1']}/{module.executors['step']}/{module.executors['batch32']}"
+def _describe(module: runtime.FastRecurrent, steps: int) -> tuple[str, str]:
+    """The executors this run's calls use (at its sequence length) and each tensor's forms."""
+    plan = f"{module.executor('batch1', steps)}/{module.executor('step')}/{module.executor('batch32', steps)}"
     forms = {p.name.rsplit(".", 1)[-1].split("_")[1]: f"{p.small}/{p.large}" for p in module.matrix_plans()}
     return plan, " ".join(f"{k}:{v}" for k, v in forms.items())
 
@@ -114,7 +115,7 @@ def run(sizes, steps: int, device, budget_s: float) -> list[dict]:
                 print(_format(rows[-1]), flush=True)
                 continue
             fast = dense_runtime if layer is None else _calls(layer, n, steps, device, budget_s, fast=True)
-            plan, forms = _describe(fast["module"])
+            plan, forms = _describe(fast["module"], steps)
             row = {"n": n, "model": label, "kind": kind, "plan": plan, "forms": forms}
             for key in ("latency", "stream", "throughput"):
                 # side by side: the dense references and this model take turns, round after round

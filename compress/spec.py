@@ -464,6 +464,8 @@ def format_validation_error(error) -> list[dict[str, str]]:
         if isinstance(cause, RecipeError):  # a check of the whole (or of a section): the field it names
             location = cause.field if not location or cause.field.startswith(location) else f"{location}.{cause.field}"
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "int_parsing_size":  # pydantic's "Unable to parse input string as an integer, ..."
+            message = f"{item['input']!r} is far above any limit of this field (python -m compress.spec prints them)"
         problems.append({"param": location, "message": message})
     return problems
 

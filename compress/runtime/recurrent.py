@@ -12,7 +12,10 @@ Three ways to run the whole stack, measured against each other per module at bat
   kernel's on the measurement input.
 
 The fastest runs (the fused dense kernel unless another is measured at least 10% faster), so the module is never
-slower than the dense one: ``native`` is always a candidate.
+slower than the dense one: ``native`` is always a candidate. Which is fastest depends on the sequence length: on CPU
+the fused kernel reorders its weights on every call (n = 1024: ~8-12 ms, a dozen steps' worth), so it loses short
+sequences and can win long ones. Each executor is therefore timed at two lengths, its cost fitted as a fixed part
+plus a part per step, and every call runs the executor cheapest at its own length (:func:`by_length`).
 ``step(x_t, state)`` advances one time step for streaming (batch-1 serving), with the same choice between a one-step
 fused call and the per-tensor forms. Gates follow PyTorch's formulas exactly (LSTM i, f, g, o; GRU r, z, n with the
 reset gate applied to ``W_hn h + b_hn``).
@@ -20,6 +23,7 @@ reset gate applied to ``W_hn h + b_hn``).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -27,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from compress.predefined import SparseRecurrent
-from compress.runtime.forms import SMALL_MAX_ROWS, BlockForm, CSRForm, MatrixPlan, choose, confirm, race
+from compress.runtime.forms import MARGIN, SMALL_MAX_ROWS, BlockForm, CSRForm, MatrixPlan, choose, confirm, race
 
 _NATIVE = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
 _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
@@ -38,6 +42,40 @@ SMALL_BATCH = 4
 # sequence length (an n = 256 layer at batch 32: the loop 15% faster over 8 steps, 20% slower over 16), so small
 # layers, where a long race is cheap, are raced over 32; large ones over 8, where the products dominate either way.
 MEASURE_STEPS, MEASURE_STEPS_SMALL, SMALL_LAYER_ENTRIES = 8, 32, 1 << 21
+# Each executor is also timed at this multiple of that length, to separate its fixed cost from its cost per step.
+LONGER = 2
+# Sequence lengths up to which the fitted costs are compared (beyond it the last choice holds; costs are linear).
+HORIZON = 4096
+Segments = list[tuple[int, str]]  # (from this many steps, the executor), ascending
+
+
+def by_length(timings: dict[str, dict[int, float]], default: str, horizon: int = HORIZON) -> Segments:
+    """Which executor to run at each sequence length, from each one's time at two lengths.
+
+    Each executor's cost is fitted as ``fixed + per_step * steps`` through its two points (neither part negative);
+    at each length the cheapest runs, but ``default`` unless the cheapest is at least :data:`MARGIN` faster there.
+    """
+    models = {}
+    for name, points in timings.items():
+        (short, t_short), (long, t_long) = sorted(points.items())
+        per_step = max((t_long - t_short) / (long - short), 0.0)
+        models[name] = (max(t_short - per_step * short, 0.0), per_step)
+    segments: Segments = []
+    for steps in range(1, horizon + 1):
+        cost = {name: fixed + per_step * steps for name, (fixed, per_step) in models.items()}
+        best = min(cost, key=cost.get)
+        chosen = best if cost[best] < MARGIN * cost[default] else default
+        if not segments or segments[-1][1] != chosen:
+            segments.append((steps, chosen))
+    return segments
+
+
+def segments_text(segments: Segments) -> str:
+    """``[(1, "stepwise"), (41, "native")]`` as "stepwise up to 40 steps, native from 41"."""
+    if len(segments) == 1:
+        return segments[0][1]
+    parts = [f"{name} up to {end - 1} steps" for (_, name), (end, _) in itertools.pairwise(segments)]
+    return ", ".join([*parts, f"{segments[-1][1]} from {segments[-1][0]}"])
 
 
 def cell_of(module: nn.Module) -> str:
@@ -168,15 +206,16 @@ class FastRecurrent(nn.Module):
                 if w_ih.small == w_hh.small == "csr":
                     joined = torch.cat([dense[f"weight_ih_l{layer}"], dense[f"weight_hh_l{layer}"]], 1)
                     self.fused_step[layer] = CSRForm(joined)
-        self.executors = {"batch1": "stepwise", "batch32": "stepwise", "step": "stepwise"}
-        self.executor_timings_us: dict[str, dict[str, float]] = {}
+        # per call kind: the executor by sequence length (the streaming step: always one step)
+        self.executors: dict[str, Segments] = {label: [(1, "stepwise")] for label in ("batch1", "batch32", "step")}
+        self.executor_timings_us: dict[str, Any] = {}
         self.executor_reason = ""
         if force in ("native", "components"):
             if force == "components" and self._components is None:
                 force = "native"
-            self.executors = dict.fromkeys(self.executors, force)
+            self.executors = {label: [(1, force)] for label in self.executors}
             if force == "components":
-                self.executors["step"] = "stepwise"
+                self.executors["step"] = [(1, "stepwise")]
             self.executor_reason = f"forced {force}"
         elif force is not None:
             self.executor_reason = f"forced {force}: per-tensor forms"
@@ -192,7 +231,7 @@ class FastRecurrent(nn.Module):
 
     def _rule_executors(self) -> None:
         if self._all_dense():
-            self.executors = dict.fromkeys(self.executors, "native")
+            self.executors = {label: [(1, "native")] for label in self.executors}
             self.executor_reason = "calibrated rule: every tensor dense, so the fused kernel"
         else:
             self.executor_reason = "calibrated rule: a tensor runs sparse, so per-tensor forms"
@@ -202,26 +241,65 @@ class FastRecurrent(nn.Module):
         factory = {"dtype": reference.dtype, "device": reference.device}
         entries = sum(p.numel() for p in self.native_params)
         steps = MEASURE_STEPS_SMALL if entries <= SMALL_LAYER_ENTRIES else MEASURE_STEPS
+        lengths = (steps, LONGER * steps)
         for label, batch in (("batch1", 1), ("batch32", 32)):
-            x = torch.randn(steps, batch, self.input_size, **factory)
-            if self.batch_first:
-                x = x.transpose(0, 1)
-            candidates = {"native": lambda x=x: self._run_native(x, None), "stepwise": lambda x=x: self._run(x, None)}
-            if self._components is not None:
-                candidates["components"] = lambda x=x: self._components(x)
-                if self._flashrnn_checked(x):
-                    candidates["flashrnn"] = lambda x=x: self._run_flashrnn(x, None)
-            timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
-            self.executor_timings_us[label] = {k: round(v, 1) for k, v in timings.items()}
-            self.executors[label] = confirm(candidates, timings, "native", budget_s, reference.device)
+            candidates: dict[str, Any] = {}
+            for length in lengths:
+                x = torch.randn(length, batch, self.input_size, **factory)
+                if self.batch_first:
+                    x = x.transpose(0, 1)
+                candidates[f"native@{length}"] = lambda x=x: self._run_native(x, None)
+                candidates[f"stepwise@{length}"] = lambda x=x: self._run(x, None)
+                if self._components is not None:
+                    candidates[f"components@{length}"] = lambda x=x: self._components(x)
+                    if self._flashrnn_checked(x):
+                        candidates[f"flashrnn@{length}"] = lambda x=x: self._run_flashrnn(x, None)
+            timings = self._by_executor(race(candidates, budget_s, reference.device))
+            segments = by_length(timings, "native")
+            if any(name != "native" for _, name in segments):
+                # a second race must agree: each other executor keeps the slower of its two times, the fused kernel
+                # the faster (one burst of other work during the first race must not make the model slower)
+                again = self._by_executor(race(candidates, budget_s, reference.device))
+                pick = {name: min if name == "native" else max for name in timings}
+                timings = {
+                    name: {length: pick[name](t, again[name][length]) for length, t in points.items()}
+                    for name, points in timings.items()
+                }
+                segments = by_length(timings, "native")
+            self.executor_timings_us[label] = {
+                f"{length} steps": {name: round(points[length], 1) for name, points in timings.items()}
+                for length in lengths
+            }
+            self.executors[label] = segments
         if not self.bidirectional:
             x = torch.randn(1, self.input_size, **factory)
             state = self.initial_state(1)
             candidates = {"native": lambda: self._step_native(x, state), "stepwise": lambda: self._step(x, state)}
             timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
             self.executor_timings_us["step"] = {k: round(v, 1) for k, v in timings.items()}
-            self.executors["step"] = confirm(candidates, timings, "native", budget_s, reference.device)
-        self.executor_reason = f"fastest measured over {steps} steps at batch 1 and 32, and one streaming step"
+            self.executors["step"] = [(1, confirm(candidates, timings, "native", budget_s, reference.device))]
+        self.executor_reason = (
+            f"fastest at each sequence length, from times over {lengths[0]} and {lengths[1]} steps at batch 1 and 32 "
+            "(a fixed cost and a cost per step), and one streaming step"
+        )
+
+    @staticmethod
+    def _by_executor(seconds: dict[str, float]) -> dict[str, dict[int, float]]:
+        """``{"native@8": s, ...}`` as ``{"native": {8: us, ...}, ...}``."""
+        timings: dict[str, dict[int, float]] = {}
+        for key, value in seconds.items():
+            name, length = key.split("@")
+            timings.setdefault(name, {})[int(length)] = value * 1e6
+        return timings
+
+    def executor(self, label: str, steps: int = 1) -> str:
+        """The executor a call of kind ``label`` (batch1, batch32, step) runs for a sequence of ``steps``."""
+        chosen = self.executors[label][0][1]
+        for start, name in self.executors[label][1:]:
+            if steps < start:
+                break
+            chosen = name
+        return chosen
 
     def _flashrnn_checked(self, x: Tensor) -> bool:
         """flashrnn can run this layer here and gives the dense kernel's output on ``x`` (else the reason is kept)."""
@@ -252,9 +330,13 @@ class FastRecurrent(nn.Module):
         return {
             "module": self.name,
             "cell": self.cell,
-            "executor_batch1": self.executors["batch1"],
-            "executor_batch32": self.executors["batch32"],
-            "executor_step": self.executors["step"],
+            "executor_batch1": segments_text(self.executors["batch1"]),
+            "executor_batch32": segments_text(self.executors["batch32"]),
+            "executor_step": segments_text(self.executors["step"]),
+            "executors_by_length": {
+                label: [{"from_steps": start, "executor": name} for start, name in segments]
+                for label, segments in self.executors.items()
+            },
             "timings_us": self.executor_timings_us,
             "reason": self.executor_reason,
             "step_fused_layers": [layer for layer, fused in enumerate(self.fused_step) if fused is not None],
@@ -498,10 +580,12 @@ class FastRecurrent(nn.Module):
 
     def forward(self, input, hx=None):
         if isinstance(input, PackedSequence):
-            batch = int(input.batch_sizes[0])
+            batch, steps = int(input.batch_sizes[0]), len(input.batch_sizes)
+        elif input.dim() == 2:
+            batch, steps = 1, input.shape[0]
         else:
-            batch = 1 if input.dim() == 2 else input.shape[0 if self.batch_first else 1]
-        executor = self.executors["batch1" if batch <= SMALL_BATCH else "batch32"]
+            batch, steps = input.shape[0 if self.batch_first else 1], input.shape[1 if self.batch_first else 0]
+        executor = self.executor("batch1" if batch <= SMALL_BATCH else "batch32", steps)
         with torch.inference_mode():
             if executor == "native":
                 return self._run_native(input, hx)
@@ -550,6 +634,6 @@ class FastRecurrent(nn.Module):
         if state is None:
             state = self.initial_state(x_t.shape[0])
         with torch.inference_mode():
-            if self.executors["step"] == "native":
+            if self.executor("step") == "native":
                 return self._step_native(x_t, state)
             return self._step(x_t, state)

@@ -24,22 +24,37 @@ TONE_TITLES = {
     "within": "worse than the reference, within the recipe's quality_tolerance",
     "worse": "worse than the reference by more than the recipe's quality_tolerance",
 }
+# What the headline's reference is, from the job's ``reference_kind``.
+REFERENCE_WORDS = {
+    "dense_full": "the dense model of full size",
+    "dense_same_params": "a dense model of the same parameter count",
+    "initial_weights": "your weights before compression",
+}
 REPORT_MAX_BYTES = 8 * 1024 * 1024  # a report is a few kB per tensor; anything larger is offered as a download only
 
 
 def headline(job: JobObject) -> dict[str, Any] | None:
-    """The job's result against its dense reference, when the job has one: name, value, reference, ratio, whether
-    the result is worse than the reference (from ``lower_is_better``), and its ``tone``: ``better`` (no worse than
-    the reference), ``within`` (worse, but within the recipe's quality tolerance: the job's ``within_tolerance``) or
-    ``worse`` (beyond it), which colours the ratio. A job without the headline keys shows its task
-    metric alone: the one its progress reports name, else its first validation metric besides the loss."""
+    """The job's result against its reference, when the job has one: name, value, reference (and what it is, in
+    words: ``reference_words``), ratio, whether the result is worse than the reference (from ``lower_is_better``),
+    and its ``tone``: ``better`` (no worse than the reference), ``within`` (worse, but within the recipe's quality
+    tolerance: the job's ``within_tolerance``) or ``worse`` (beyond it), which colours the ratio. A job without the
+    headline keys shows its task metric alone: the one its progress reports name, else its first validation metric
+    besides the loss."""
     metrics = job.metrics
     name, value = metrics.get("name"), metrics.get("value")
     if not isinstance(name, str) or not _number(value):
         name = _task_metric(job)
         if name is None:
             return None
-        return {"name": name, "value": metrics[name], "reference": None, "ratio": None, "worse": None, "tone": None}
+        return {
+            "name": name,
+            "value": metrics[name],
+            "reference": None,
+            "reference_words": None,
+            "ratio": None,
+            "worse": None,
+            "tone": None,
+        }
     reference = metrics.get("reference") if _number(metrics.get("reference")) else None
     ratio = metrics.get("ratio") if _number(metrics.get("ratio")) else None
     if ratio is None and reference:
@@ -57,7 +72,16 @@ def headline(job: JobObject) -> dict[str, Any] | None:
         tone = "within" if within else "worse"
     else:  # a job written before the verdict carried within_tolerance
         tone = "worse"
-    return {"name": name, "value": value, "reference": reference, "ratio": ratio, "worse": worse, "tone": tone}
+    words = REFERENCE_WORDS.get(metrics.get("reference_kind"), "the reference")
+    return {
+        "name": name,
+        "value": value,
+        "reference": reference,
+        "reference_words": words,
+        "ratio": ratio,
+        "worse": worse,
+        "tone": tone,
+    }
 
 
 def _task_metric(job: JobObject) -> str | None:

@@ -12,6 +12,7 @@ from compress.checkpoint import read_manifest
 from compress.pipeline import build_model, load_checkpoint, save_checkpoint
 from compress.predefined import SparseLSTM
 from compress.runtime.forms import BlockForm, choose
+from compress.runtime.recurrent import by_length, segments_text
 from compress.spec import Recipe
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -259,6 +260,31 @@ def test_choice_is_the_fastest_measured_and_never_slower_than_dense():
     assert choose("w", torch.randn(64, 64)).forms.keys() == {"dense"}  # not sparse: CSR is not even a candidate
 
 
+def test_the_executor_follows_the_sequence_length_of_each_call():
+    """Costs fitted through two lengths, by hand: native 10 ms fixed + 0.5 ms a step, stepwise 0.7 ms a step: equal
+    at 50 steps; with the 10% margin stepwise runs while 0.7 T < 0.9 (10 + 0.5 T), i.e. 0.25 T < 9: up to T = 35."""
+    timings = {"native": {8: 14_000.0, 16: 18_000.0}, "stepwise": {8: 5_600.0, 16: 11_200.0}}
+    segments = by_length(timings, "native")
+    assert segments == [(1, "stepwise"), (36, "native")]
+    assert segments_text(segments) == "stepwise up to 35 steps, native from 36"
+    # a dearer fixed cost for the other executor: native at short lengths, the other from where it is 10% cheaper
+    timings = {"native": {8: 8_000.0, 16: 16_000.0}, "other": {8: 9_000.0, 16: 13_000.0}}  # 1000 T vs 5000 + 500 T
+    assert by_length(timings, "native") == [(1, "native"), (13, "other")]  # 5000 + 500 T < 900 T from T = 12.5
+    # never a negative part: time falling with length (noise) is a fixed cost alone, 9 here; fitted as 10 - T / 8
+    # it would undercut x's constant 4 (with the margin) from T = 45 on
+    assert by_length({"native": {8: 9.0, 16: 8.0}, "x": {8: 4.0, 16: 4.0}}, "native") == [(1, "x")]
+
+    module = runtime.FastRecurrent(nn.LSTM(8, 8), force="dense")
+    module.executors["batch1"] = [(1, "stepwise"), (35, "native")]
+    calls = []
+    module._run = lambda x, hx: calls.append(("stepwise", x.shape[0]))
+    module._run_native = lambda x, hx: calls.append(("native", x.shape[0]))
+    for steps in (1, 34, 35, 200):
+        module(torch.randn(steps, 1, 8))
+    module(torch.randn(40, 8))  # unbatched: 40 steps
+    assert calls == [("stepwise", 1), ("stepwise", 34), ("native", 35), ("native", 200), ("native", 40)]
+
+
 def test_plan_names_every_tensor_and_why(tmp_path):
     path, _ = _checkpoint(tmp_path, _tagger("lstm", True, PREDEFINED), {"vocab_size": 50, "num_tags": 5})
     fast = runtime.load(path, budget_s=0.001)
@@ -269,11 +295,14 @@ def test_plan_names_every_tensor_and_why(tmp_path):
     assert expected | {"embedding", "hidden.weight", "output.weight"} <= names
     assert all(entry["reason"] for entry in plan["tensors"])
     (module,) = plan["modules"]
-    timings = module["timings_us"]["batch1"]
-    assert set(timings) == {"native", "stepwise", "components"}
-    chosen = module["executor_batch1"]
-    assert timings[chosen] <= timings["native"]
-    assert chosen == "native" or timings[chosen] == min(timings.values()) < 0.9 * timings["native"]
+    measured = module["timings_us"]["batch1"]  # {"32 steps": {executor: us}, "64 steps": {...}}
+    assert len(measured) == 2 and all(set(t) == {"native", "stepwise", "components"} for t in measured.values())
+    # at each measured length the executor chosen there is the fastest, or native unless another beats it by 10%
+    for label, timings in measured.items():
+        chosen = fast.model.rnn.executor("batch1", int(label.split()[0]))
+        assert chosen == "native" or timings[chosen] == min(timings.values()) < 0.9 * timings["native"], label
+    segments = module["executors_by_length"]["batch1"]
+    assert segments[0]["from_steps"] == 1 and module["executor_batch1"].startswith(segments[0]["executor"])
     assert plan["threads"] == torch.get_num_threads() and read_manifest(path)["method"] == "predefined"
     with pytest.raises(ValueError, match="bidirectional"):
         fast.step(torch.tensor([1, 2]))

@@ -196,6 +196,14 @@ def test_every_size_has_an_upper_bound(recipe, dotted, value, param):
     assert problem["param"] == param and "less than" in problem["message"], problem
 
 
+def test_a_size_beyond_any_integer_is_refused_in_words():
+    raw = lm_recipe()
+    raw["model"]["hidden_size"] = 1e30  # YAML reads 1e30 as a float; pydantic cannot even parse it as an integer
+    (problem,) = refusal(raw)
+    assert problem["param"] == "model.hidden_size"
+    assert "1e+30" in problem["message"] and "limit" in problem["message"], problem
+
+
 def test_every_integer_size_in_the_schema_is_bounded_above():
     """A property of the whole schema (so a size added later cannot forget its bound): every integer field bar the
     version has a maximum."""

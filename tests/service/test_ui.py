@@ -284,6 +284,20 @@ def test_the_headline_compares_the_result_with_its_reference(metrics, expected):
     assert views.headline(_job(metrics={"sparsity": 0.5})) is None
 
 
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("dense_full", "dense model of full size"),
+        ("dense_same_params", "same parameter count"),
+        ("initial_weights", "your weights"),
+        (None, "the reference"),
+    ],
+)
+def test_the_headline_says_what_its_reference_is(kind, words):
+    metrics = {"name": "ppl", "value": 150.0, "reference": 120.0, "lower_is_better": True, "reference_kind": kind}
+    assert words in views.headline(_job(metrics=metrics))["reference_words"]
+
+
 def test_numbers_are_shown_for_people():
     assert [views.percent(v) for v in (0.0, 0.0001, 0.1234, 1.0, None)] == ["0.0%", "<0.1%", "12.3%", "100.0%", "—"]
     assert [views.duration(s) for s in (4.4, 65, 3 * 3600 + 120)] == ["4 s", "1 min 05 s", "3 h 02 min"]
