@@ -180,6 +180,16 @@ REFERENCE_LABELS = {
 }
 
 
+# One colour per run in every picture: this job blue, each kind of reference or baseline its own.
+RUN_COLOURS = {"this job": "C0", "dense, same parameters": "C2", "dense, full size": "C3", "your weights": "C4"}
+
+
+def run_colour(label: str, index: int = 0) -> str:
+    """The colour of a run's label ("this job", "reference: dense, full size", ...) in every picture; a run of
+    another kind gets the ``index``-th colour after those."""
+    return RUN_COLOURS.get(label.split(": ", 1)[-1], f"C{5 + index}")
+
+
 def run_label(name: str, reference_kind: str | None) -> str:
     """A trained reference's or baseline's legend label, e.g. "reference: dense, same parameters"."""
     what = REFERENCE_LABELS.get(name, name)
@@ -200,11 +210,12 @@ def curves_figure(
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     steps = [h["step"] for h in history]
-    axes[0].plot(steps, [h["train_loss"] for h in history], marker=".", label="this job")
-    axes[1].plot(steps, [h[metric] for h in history], marker=".", color="tab:orange", label="this job")
+    mine = run_colour("this job")
+    axes[0].plot(steps, [h["train_loss"] for h in history], marker=".", color=mine, label="this job")
+    axes[1].plot(steps, [h[metric] for h in history], marker=".", color=mine, label="this job")
     for index, (name, run) in enumerate((compared or {}).items()):
         other = run.get("history") or []
-        color = f"C{index + 2}"
+        color = run_colour(name, index)
         if other:
             style = {"linestyle": "--", "marker": ".", "color": color, "label": name}
             axes[0].plot([h["step"] for h in other], [h["train_loss"] for h in other], **style)
@@ -350,7 +361,7 @@ def tradeoff_figure(
     panels = 2 if speedups else 1
     figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.4), squeeze=False, sharey=True)
     axis = axes[0][0]
-    colours = {label: f"C{index}" for index, (label, _, _) in enumerate(points)}
+    colours = {label: run_colour(label, index) for index, (label, _, _) in enumerate(points)}
     for label, size, quality in points:
         axis.scatter([size], [quality], s=60, color=colours[label], label=f"{label}: {quality:.4g}", zorder=3)
     if reference is not None:  # from the reference to this job: what the compression cost and saved
@@ -376,7 +387,8 @@ def tradeoff_figure(
     if speedups:
         speed_axis = axes[0][1]
         for (label, speedup), marker in zip(speedups, ("o", "s"), strict=False):
-            speed_axis.scatter([speedup], [value], s=60, color="C0", marker=marker, label=f"{label}: {speedup:.2f}×")
+            colour = run_colour("this job")
+            speed_axis.scatter([speedup], [value], s=60, color=colour, marker=marker, label=f"{label}: {speedup:.2f}×")
         speed_axis.axvline(1.0, linestyle="--", color="gray", label="dense equivalent (speed 1.0)")
         if reference is not None:
             speed_axis.axhline(

@@ -79,6 +79,29 @@ def test_tradeoff_names_the_quality_and_the_speed_references_and_mixes_no_models
     assert list(vertical[0].get_xdata()) == [1.0, 1.0]
 
 
+def test_a_run_has_one_colour_in_every_picture():
+    from matplotlib.colors import to_hex
+
+    runs = SAME_PARAMS | {"dense_full": {"parameters": 90_000, "valid_perplexity": 20.0}}
+    compared = {
+        "reference: dense, same parameters": {"valid_perplexity": 21.6, "history": HISTORY},
+        "baseline: dense, full size": {"valid_perplexity": 20.0, "history": HISTORY},
+    }
+    curves = curves_figure(HISTORY, "valid_perplexity", compared=compared)
+    tradeoff = tradeoff_figure(predefined_report(), "valid_perplexity", runs, "dense_same_params")
+    colours: dict[str, set[str]] = {}
+    for axis in curves.axes[:2]:
+        for line in axis.get_lines():
+            colours.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
+    size, speed = tradeoff.axes
+    for collection in size.collections + speed.collections:
+        label = collection.get_label().rsplit(": ", 1)[0].removesuffix(", batch 1").removesuffix(", batch 32")
+        colours.setdefault(label, set()).add(to_hex(collection.get_facecolor()[0]))
+    runs_drawn = ["this job", "reference: dense, same parameters", "baseline: dense, full size"]
+    assert all(len(colours[label]) == 1 for label in runs_drawn), colours
+    assert len({next(iter(colours[label])) for label in runs_drawn}) == 3  # and no two runs alike
+
+
 def test_tradeoff_axes_read_as_plain_numbers_and_speed_includes_one_with_a_margin():
     figure = tradeoff_figure(predefined_report(), "valid_perplexity", SAME_PARAMS, "dense_same_params")
     size, speed = figure.axes
