@@ -328,6 +328,15 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def data_bytes(path: str | Path) -> int:
+    """The bytes of a safetensors file's tensors: the file less its header (the 8-byte length and the JSON it
+    declares, which in a sparseq file holds the manifest: recipe, metrics, vocabulary, a sha256 per tensor)."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+    return path.stat().st_size - 8 - length
+
+
 def read_header(path: str | Path) -> tuple[dict[str, StoredEntry], dict[str, str]]:
     """The stored entries and the metadata of a safetensors file, from its header alone, in bounded memory.
 

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 
 from compress import tasks
-from compress.checkpoint import load_tensors, save_tensors
+from compress.checkpoint import data_bytes, load_tensors, save_tensors
+from compress.report import set_size_ratio
 
 _FORMAT_KEYS = ("format", "format_version", "library_version", "tensors")
 
@@ -64,8 +65,8 @@ def finish_outputs(
             "checkpoint_bytes": checkpoint.stat().st_size,
         }
         report["checkpoint_bytes"] = checkpoint.stat().st_size
-        if report.get("dense_checkpoint_bytes"):
-            report["size_ratio"] = report["checkpoint_bytes"] / report["dense_checkpoint_bytes"]
+        report["tensor_bytes"] = data_bytes(checkpoint)
+        set_size_ratio(report)
         metrics[f"{output.value_dtype}_{adapter.metric}"] = after
     if output.measure_speed and tasks.get(recipe.task.type).sample_inputs is None:
         report["speed"] = {"skipped": f"the {recipe.task.type} task defines no sample inputs to time the model on"}

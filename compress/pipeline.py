@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from compress import tasks
-from compress.checkpoint import CheckpointError, load_tensors, save_tensors
+from compress.checkpoint import CheckpointError, data_bytes, load_tensors, save_tensors
 from compress.methods import PruningHooks, build_hooks
 from compress.outputs import finish_outputs, rewrite_report
 from compress.problems.text import frequency_rank
@@ -357,6 +357,7 @@ def run(
     report = build_report(
         model,
         checkpoint_bytes=checkpoint.stat().st_size,
+        tensor_bytes=data_bytes(checkpoint),
         dense_bytes=dense_bytes_of(model),
         targets=targets,
         history=outcome.history,

@@ -173,3 +173,29 @@ def test_speed_is_titled_with_what_it_shows_in_microseconds():
         assert [t.get_text() for t in axis.get_xticklabels()] == ["dense equivalent", "this model\n(runtime)"]
     assert figure.axes[0].get_title() == "batch 1 (latency): speed-up 0.97×"
     assert any("noisy" in text.get_text() for text in figure.texts)
+
+
+def test_size_ratio_compares_tensors_with_tensors(tmp_path):
+    """A tiny model's header (manifest, vocabulary) outweighs its tensors: the ratio leaves it out on both sides."""
+    from safetensors.torch import save_file
+
+    from compress.checkpoint import data_bytes
+    from compress.report import build_report
+
+    tensors = {"a": torch.zeros(10, 7), "b": torch.ones(3, dtype=torch.float16)}
+    path = tmp_path / "x.safetensors"
+    save_file(tensors, path, metadata={"manifest": "v" * 5000})
+    assert data_bytes(path) == 10 * 7 * 4 + 3 * 2 < path.stat().st_size - 5000
+
+    model = torch.nn.Linear(20, 10)  # 210 parameters: 840 dense bytes
+    report = build_report(model, checkpoint_bytes=6000, tensor_bytes=420, dense_bytes=840)
+    assert report["size_ratio"] == 0.5 and report["checkpoint_bytes"] == 6000
+    figure = tradeoff_figure(
+        report | {"metrics": {"ppl": 10.0}, "verdict": {"value": 10.0, "reference": 9.0}},
+        "ppl",
+        {"dense_same_params": {"parameters": 210, "ppl": 9.0}},
+        "dense_same_params",
+        compare_speed=False,
+    )
+    points = sorted(tuple(xy) for collection in figure.axes[0].collections for xy in collection.get_offsets())
+    assert points == [(420.0, 10.0), (840.0, 9.0)]  # this job at its tensors' bytes, the reference at 4 B a parameter
