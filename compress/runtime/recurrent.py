@@ -42,8 +42,11 @@ SMALL_BATCH = 4
 # sequence length (an n = 256 layer at batch 32: the loop 15% faster over 8 steps, 20% slower over 16), so small
 # layers, where a long race is cheap, are raced over 32; large ones over 8, where the products dominate either way.
 MEASURE_STEPS, MEASURE_STEPS_SMALL, SMALL_LAYER_ENTRIES = 8, 32, 1 << 21
-# Each executor is also timed at this multiple of that length, to separate its fixed cost from its cost per step.
-LONGER = 2
+# Each executor is also timed at this multiple of that length, to separate its fixed cost from its cost per step. At
+# batch 1 the fixed cost is most of a short call (the fused kernel's weight reorder: n = 1024, one thread, ~35 ms
+# against ~0.6 ms a step), so the per-step part is the difference of two close numbers: 8 and 16 steps put the
+# crossover anywhere from 45 to beyond 600 steps in six loads; 4x apart narrows that. At batch 32 the steps dominate.
+LONGER = {"batch1": 4, "batch32": 2}
 # Sequence lengths up to which the fitted costs are compared (beyond it the last choice holds; costs are linear).
 HORIZON = 4096
 Segments = list[tuple[int, str]]  # (from this many steps, the executor), ascending
@@ -241,8 +244,8 @@ class FastRecurrent(nn.Module):
         factory = {"dtype": reference.dtype, "device": reference.device}
         entries = sum(p.numel() for p in self.native_params)
         steps = MEASURE_STEPS_SMALL if entries <= SMALL_LAYER_ENTRIES else MEASURE_STEPS
-        lengths = (steps, LONGER * steps)
         for label, batch in (("batch1", 1), ("batch32", 32)):
+            lengths = (steps, LONGER[label] * steps)
             candidates: dict[str, Any] = {}
             for length in lengths:
                 x = torch.randn(length, batch, self.input_size, **factory)
@@ -278,9 +281,10 @@ class FastRecurrent(nn.Module):
             timings = {k: t * 1e6 for k, t in race(candidates, budget_s, reference.device).items()}
             self.executor_timings_us["step"] = {k: round(v, 1) for k, v in timings.items()}
             self.executors["step"] = [(1, confirm(candidates, timings, "native", budget_s, reference.device))]
+        long1, long32 = LONGER["batch1"] * steps, LONGER["batch32"] * steps
         self.executor_reason = (
-            f"fastest at each sequence length, from times over {lengths[0]} and {lengths[1]} steps at batch 1 and 32 "
-            "(a fixed cost and a cost per step), and one streaming step"
+            f"fastest at each sequence length, from times over {steps} and {long1} steps at batch 1, {steps} and "
+            f"{long32} at batch 32 (a fixed cost and a cost per step), and one streaming step"
         )
 
     @staticmethod
