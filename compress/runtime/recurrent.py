@@ -38,10 +38,10 @@ _MODES = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn
 _GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 # Batches of at most this many sequences use the executor measured at batch 1.
 SMALL_BATCH = 4
-# Executors are raced over this many time steps: the step loop's cost against the fused kernel's changes with the
-# sequence length (an n = 256 layer at batch 32: the loop 15% faster over 8 steps, 20% slower over 16), so small
-# layers, where a long race is cheap, are raced over 32; large ones over 8, where the products dominate either way.
-MEASURE_STEPS, MEASURE_STEPS_SMALL, SMALL_LAYER_ENTRIES = 8, 32, 1 << 21
+# Executors are raced over this many time steps, and (below) a multiple of it: the step loop's cost against the fused
+# kernel's changes with the sequence length (an n = 256 layer at batch 32: the loop 15% faster over 8 steps, 20%
+# slower over 16), which the fit of a fixed and a per-step cost through the two lengths follows.
+MEASURE_STEPS = 8
 # Each executor is also timed at this multiple of that length, to separate its fixed cost from its cost per step. At
 # batch 1 the fixed cost is most of a short call (the fused kernel's weight reorder: n = 1024, one thread, ~35 ms
 # against ~0.6 ms a step), so the per-step part is the difference of two close numbers: 8 and 16 steps put the
@@ -242,8 +242,7 @@ class FastRecurrent(nn.Module):
     def _measure_executors(self, budget_s: float) -> None:
         reference = self.native_params[0]
         factory = {"dtype": reference.dtype, "device": reference.device}
-        entries = sum(p.numel() for p in self.native_params)
-        steps = MEASURE_STEPS_SMALL if entries <= SMALL_LAYER_ENTRIES else MEASURE_STEPS
+        steps = MEASURE_STEPS
         for label, batch in (("batch1", 1), ("batch32", 32)):
             lengths = (steps, LONGER[label] * steps)
             candidates: dict[str, Any] = {}
